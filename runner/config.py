@@ -1,0 +1,174 @@
+"""The run configuration (``gmrun.yaml``), parsed once at the edge into typed, validated objects.
+
+Every key has a default, so an empty file (or none) is a valid configuration. A bad key or value
+is reported as one line naming it, e.g. ``gmrun.yaml: algorithm.eps: Input should be greater than 0``.
+The plan embeds the parsed configuration, so a worker needs only the plan.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from runner.errors import UserInputError
+
+#: Sentinel-2 L2A surface reflectance bands of the GeoMAD product (DE Africa ``gm_s2_annual``).
+DEFAULT_BANDS: tuple[str, ...] = (
+    "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12",
+)  # fmt: skip
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ProductConfig(_Frozen):
+    """Product identity; it names the output folders and files."""
+
+    name: str = "gm_s2_annual"
+    version: str = "0-1-0"
+
+    @field_validator("name", "version")
+    @classmethod
+    def _safe(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError("must be lower-case letters, digits, '_' or '-' (at most 63)")
+        return v
+
+
+class MaskConfig(_Frozen):
+    """Sentinel-2 Scene Classification Layer (SCL) masking.
+
+    ``nodata_classes`` are invalid as they are; ``cloud_classes`` form a cloud mask that is first
+    *opened* (removes specks smaller than ``opening`` pixels in radius) and then *dilated* by
+    ``dilation`` pixels, as in Digital Earth Africa's GeoMAD. Pixels are at the output resolution.
+    """
+
+    band: str = "SCL"
+    nodata_classes: tuple[int, ...] = (0, 1)
+    cloud_classes: tuple[int, ...] = (3, 8, 9, 10)
+    opening: int = Field(2, ge=0, le=50)
+    dilation: int = Field(5, ge=0, le=100)
+
+
+class AlgorithmConfig(_Frozen):
+    """Geomedian + MAD parameters (see ``algos``)."""
+
+    backend: Literal["numba", "geomad", "hdstats"] = "numba"
+    eps: float = Field(1e-4, gt=0, description="stop when the Weiszfeld step is below this (reflectance)")
+    maxiters: int = Field(1000, ge=1)
+    num_threads: int | None = Field(None, ge=1)
+    #: Rows of the cube reduced at once: bounds the float scratch memory of the reduction.
+    row_block: int = Field(64, ge=1)
+
+
+class InputConfig(_Frozen):
+    """How the Sentinel-2 L2A pixels are read and interpreted."""
+
+    #: Surface reflectance = DN * scale + offset (L2A processing baseline >= 04.00 uses -0.1).
+    scale: float = 1e-4
+    offset: float = -0.1
+    nodata: int = Field(0, ge=0, le=65535)
+    #: Group acquisitions into one observation per solar day (fuses overlapping swaths).
+    groupby: Literal["solar_day", "time"] = "solar_day"
+    resampling: Literal["nearest", "bilinear", "cubic", "average"] = "nearest"
+    #: Dask chunk edge in pixels for the lazy load.
+    chunk: int = Field(1024, ge=64)
+    #: Threads for GDAL reads in the single-worker Dask scheduler.
+    threads: int | None = Field(None, ge=1)
+    #: Retries of an unreadable asset before the tile fails (names the asset).
+    retries: int = Field(3, ge=0, le=20)
+    max_cloud_cover: float = Field(100.0, ge=0, le=100)
+
+
+class GridConfig(_Frozen):
+    """The tiling grid. The default is Digital Earth Africa's ``africa_10`` (odc-stats)."""
+
+    crs: str = "EPSG:6933"
+    resolution: float = Field(10.0, gt=0)
+    tile_size: float = Field(96_000.0, gt=0, description="tile edge in CRS units (metres)")
+    #: (x, y) of the corner of tile x000y000, in CRS units (africa_10: -17376000, -7392000).
+    origin: tuple[float, float] = (-17_376_000.0, -7_392_000.0)
+
+
+class OutputConfig(_Frozen):
+    location: str = "./gmrun-out"
+    overwrite: bool = False
+
+
+class KubernetesConfig(_Frozen):
+    """Defaults for ``gmrun k8s`` (each has a CLI flag too)."""
+
+    image: str = "ghcr.io/gmrun/gmrun:latest"
+    namespace: str = "gmrun"
+    service_account: str = "gmrun-worker"
+    backoff_limit: int = Field(2, ge=0)
+    active_deadline_seconds: int = Field(6 * 3600, ge=60)
+    ttl_seconds_after_finished: int = Field(7 * 24 * 3600, ge=0)
+    cpu: str = "2"
+    #: Memory added to the cube estimate for the worker's own needs, in MiB.
+    memory_overhead_mib: int = Field(1024, ge=0)
+    s3_secret_name: str | None = None
+    kueue_queue: str | None = None
+
+
+class RunConfig(_Frozen):
+    """Everything a run needs besides the region, period and catalog."""
+
+    product: ProductConfig = ProductConfig()
+    bands: tuple[str, ...] = DEFAULT_BANDS
+    mask: MaskConfig = MaskConfig()
+    algorithm: AlgorithmConfig = AlgorithmConfig()
+    input: InputConfig = InputConfig()
+    grid: GridConfig = GridConfig()
+    output: OutputConfig = OutputConfig()
+    kubernetes: KubernetesConfig = KubernetesConfig()
+
+    @field_validator("bands")
+    @classmethod
+    def _bands(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("at least one band is needed")
+        if len(set(v)) != len(v):
+            raise ValueError("bands must be unique")
+        return v
+
+
+def _format_validation_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    return f"{source}: {where}: {first['msg']}"
+
+
+def parse_config(data: object, source: str = "config") -> RunConfig:
+    """Validate a mapping into a :class:`RunConfig`; errors become one-line :class:`UserInputError`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserInputError(f"{source}: expected a mapping at the top level")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise UserInputError(_format_validation_error(source, err)) from None
+
+
+def load_config(path: str | Path | None) -> RunConfig:
+    """Read ``gmrun.yaml``; ``None`` gives the defaults."""
+    if path is None:
+        return RunConfig()
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise UserInputError(f"cannot read config {p}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise UserInputError(f"{p}: not valid YAML: {str(e).splitlines()[0]}") from None
+    return parse_config(data, str(p))

@@ -1,0 +1,121 @@
+"""Where a tile's outputs go, and the done marker.
+
+Layout (odc-stats compatible)::
+
+    {location}/{product}/{version}/x017/y156/{period}/{product}_x017y156_{period}_{band}.tif
+    {location}/{product}/{version}/x017/y156/{period}/{product}_x017y156_{period}.stac-item.json
+
+The STAC item is written last and is the done marker: a tile is done iff its item exists and
+names every output band. A folder with COGs but no item is an incomplete tile and is redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from numpy.typing import NDArray
+from odc.geo.geobox import GeoBox
+
+from runner import store
+from runner.config import RunConfig
+from runner.grid import TileId
+from runner.period import Period
+
+#: Extra output bands besides the geomedian's reflectance bands.
+MAD_BANDS: tuple[str, ...] = ("smad", "emad", "bcmad")
+COUNT_BAND = "count"
+
+
+def output_bands(config: RunConfig) -> tuple[str, ...]:
+    """All bands of a tile's outputs, in file order."""
+    return (*config.bands, *MAD_BANDS, COUNT_BAND)
+
+
+@dataclass(frozen=True)
+class TileOutputs:
+    """The output locations of one tile of one period."""
+
+    config: RunConfig
+    tile: TileId
+    period: Period
+    location: str  #: output root (folder or s3:// prefix)
+
+    @classmethod
+    def of(cls, config: RunConfig, tile: TileId, period: Period, location: str | None = None) -> TileOutputs:
+        return cls(config, tile, period, location or config.output.location)
+
+    @property
+    def folder(self) -> str:
+        p = self.config.product
+        return store.join(
+            self.location, p.name, p.version, self.tile.x_part, self.tile.y_part, self.period.label
+        )
+
+    @property
+    def stem(self) -> str:
+        return f"{self.config.product.name}_{self.tile}_{self.period.label}"
+
+    def band_url(self, band: str) -> str:
+        return store.join(self.folder, f"{self.stem}_{band}.tif")
+
+    @property
+    def item_url(self) -> str:
+        return store.join(self.folder, f"{self.stem}.stac-item.json")
+
+    @property
+    def metrics_url(self) -> str:
+        return store.join(self.folder, f"{self.stem}.metrics.json")
+
+    def is_done(self) -> bool:
+        """True iff the STAC item (done marker) exists, parses and lists every output band."""
+        try:
+            doc = json.loads(store.read_bytes(self.item_url))
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return False
+        assets = doc.get("assets", {}) if isinstance(doc, dict) else {}
+        return all(b in assets for b in output_bands(self.config))
+
+
+# --- writing --------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class WrittenFile:
+    """One written output: where, how big, and its checksum (sha256 multihash, hex)."""
+
+    url: str
+    size: int
+    multihash: str
+
+
+def cog_bytes(data: NDArray[Any], geobox: GeoBox, nodata: float | None, resampling: str) -> bytes:
+    """Encode a 2-D array as a Cloud Optimized GeoTIFF (DEFLATE, 512 px blocks, overviews).
+
+    GDAL writes no timestamps, so the same array always encodes to the same bytes.
+    """
+    import rasterio
+    from rasterio.io import MemoryFile
+    from rasterio.shutil import copy as rio_copy
+
+    profile = {
+        "driver": "GTiff", "height": data.shape[0], "width": data.shape[1], "count": 1,
+        "dtype": data.dtype.name, "crs": str(geobox.crs), "transform": geobox.transform,
+        "nodata": nodata,
+    }  # fmt: skip
+    predictor = "3" if data.dtype.kind == "f" else "2"
+    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), MemoryFile() as src, MemoryFile() as dst:
+        with src.open(**profile) as ds:
+            ds.write(data, 1)
+            rio_copy(ds, dst.name, driver="COG", compress="DEFLATE", predictor=predictor,
+                     blocksize=512, overview_resampling=resampling)  # fmt: skip
+        return bytes(dst.getbuffer())
+
+
+def write_file(url: str, data: bytes, content_type: str) -> WrittenFile:
+    """Write bytes to a location and return its size and sha256 multihash (``1220`` + hex)."""
+    store.write_bytes(url, data, content_type)
+    return WrittenFile(url, len(data), "1220" + hashlib.sha256(data).hexdigest())
+
+
+COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"

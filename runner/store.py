@@ -1,0 +1,98 @@
+"""Bytes at a location: a local path, ``file://`` URL or ``s3://bucket/key`` (boto3).
+
+S3 credentials come only from the standard AWS chain (environment, profile, web identity);
+``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3`` select an S3-compatible endpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from runner.errors import UserInputError
+
+
+def is_s3(url: str) -> bool:
+    return url.startswith("s3://")
+
+
+def local_path(url: str) -> Path:
+    """The filesystem path of a local location (``file://`` stripped)."""
+    return Path(url[len("file://") :]) if url.startswith("file://") else Path(url)
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts onto a location, keeping its scheme."""
+    if is_s3(base):
+        return posixpath.join(base.rstrip("/"), *parts)
+    return str(local_path(base).joinpath(*parts))
+
+
+def dirname(url: str) -> str:
+    if is_s3(url):
+        return url.rsplit("/", 1)[0]
+    return str(local_path(url).parent)
+
+
+def split_s3(url: str) -> tuple[str, str]:
+    u = urlparse(url)
+    if not u.netloc:
+        raise UserInputError(f"invalid S3 URL {url!r}: expected s3://bucket/key")
+    return u.netloc, u.path.lstrip("/")
+
+
+@cache
+def s3_client() -> Any:
+    """One boto3 S3 client per process (thread-safe), honouring ``AWS_ENDPOINT_URL_S3``."""
+    import boto3
+    from botocore.config import Config
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint or None,
+        config=Config(retries={"max_attempts": 8, "mode": "adaptive"}),
+    )
+
+
+def read_bytes(url: str) -> bytes:
+    """Read a whole object; a missing one raises :class:`FileNotFoundError`."""
+    if is_s3(url):
+        bucket, key = split_s3(url)
+        client = s3_client()
+        try:
+            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except client.exceptions.NoSuchKey:
+            raise FileNotFoundError(url) from None
+    return local_path(url).read_bytes()
+
+
+def write_bytes(url: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+    """Write a whole object; local files appear atomically (write to a temporary, then rename)."""
+    if is_s3(url):
+        bucket, key = split_s3(url)
+        s3_client().put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+        return
+    p = local_path(url)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, p)
+
+
+def exists(url: str) -> bool:
+    if is_s3(url):
+        bucket, key = split_s3(url)
+        client = s3_client()
+        try:
+            client.head_object(Bucket=bucket, Key=key)
+            return True
+        except client.exceptions.ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+    return local_path(url).exists()
