@@ -147,7 +147,7 @@ def liveness_probe(timeout_s: int) -> dict[str, Any]:
 
     A missing file fails the probe, so the worker must touch it within ``initialDelaySeconds``.
     """
-    check = f'test $(( $(date +%s) - $(stat -c %Y {HEARTBEAT_PATH}) )) -lt {int(timeout_s)}'
+    check = f"test $(( $(date +%s) - $(stat -c %Y {HEARTBEAT_PATH}) )) -lt {int(timeout_s)}"
     return {
         "exec": {"command": ["sh", "-c", check]},
         "initialDelaySeconds": min(120, int(timeout_s)),
@@ -381,7 +381,9 @@ class Cluster:
 
     # -- operations ------------------------------------------------------------------------
 
-    def _list(self, fn: Callable[..., Any], namespace: str, selector: str, what: str) -> Iterator[dict[str, Any]]:
+    def _list(
+        self, fn: Callable[..., Any], namespace: str, selector: str, what: str
+    ) -> Iterator[dict[str, Any]]:
         token: str | None = None
         while True:
             kw: dict[str, Any] = {"label_selector": selector, "limit": _PAGE}
@@ -397,13 +399,17 @@ class Cluster:
     def list_jobs(self, namespace: str, batch: str) -> list[dict[str, Any]]:
         """All Jobs of a batch (paginated)."""
         return list(
-            self._list(self.batch.list_namespaced_job, namespace, f"{LABEL_BATCH}={batch}", "list Jobs")
+            self._list(
+                self.batch.list_namespaced_job, namespace, f"{LABEL_BATCH}={batch}", "list Jobs"
+            )
         )
 
     def list_pods(self, namespace: str, batch: str) -> list[dict[str, Any]]:
         """All pods of a batch's Jobs (paginated)."""
         return list(
-            self._list(self.core.list_namespaced_pod, namespace, f"{LABEL_BATCH}={batch}", "list pods")
+            self._list(
+                self.core.list_namespaced_pod, namespace, f"{LABEL_BATCH}={batch}", "list pods"
+            )
         )
 
     def create_job(self, manifest: dict[str, Any]) -> bool:
@@ -496,11 +502,15 @@ def pod_failure(pod: dict[str, Any]) -> str:
     ``DeadlineExceeded: ...``."""
     st = pod.get("status") or {}
     for cs in st.get("containerStatuses") or []:
-        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get(
+            "terminated"
+        )
         if term:
             code = term.get("exitCode")
             meaning = _EXIT_MEANING.get(code) if isinstance(code, int) else None
-            text = f"{term.get('reason') or 'Error'} (exit {code}{': ' + meaning if meaning else ''})"
+            text = (
+                f"{term.get('reason') or 'Error'} (exit {code}{': ' + meaning if meaning else ''})"
+            )
             msg = _last_line(term.get("message") or "")
             return f"{text}: {msg}" if msg else text
     if st.get("reason"):
@@ -583,7 +593,9 @@ def batch_status(
             rows[row.tile] = row
     if plan is not None:
         for tp in plan.tiles:
-            rows.setdefault(str(tp.tile), TileStatus(str(tp.tile), "unsubmitted", memory=tp.resources.memory))
+            rows.setdefault(
+                str(tp.tile), TileStatus(str(tp.tile), "unsubmitted", memory=tp.resources.memory)
+            )
         in_plan = {str(tp.tile) for tp in plan.tiles}
         done = done_tiles(plan, [tp.tile for tp in plan.tiles])
         for t in done:
@@ -730,12 +742,14 @@ def rerun(
     wait_timeout: float = 180.0,
     workers: int = 16,
     poll_interval: float = 0.5,
+    keep_image: bool = False,
 ) -> RerunResult:
     """Delete the Jobs of ``tiles`` (waiting until they are gone) and create them again.
 
     A done tile is refused unless ``overwrite`` (the worker then gets ``--overwrite``). With
     ``memory_factor`` the memory of each new Job is that of its previous Job (or the plan's)
-    times the factor, so repeated reruns after OOMKills keep growing.
+    times the factor, so repeated reruns after OOMKills keep growing. With ``keep_image`` a new
+    Job uses the image of the Job it replaces.
     """
     validate_batch_name(batch)
     if memory_factor <= 0:
@@ -752,10 +766,14 @@ def rerun(
         opts = replace(opts, extra_args=(*opts.extra_args, "--overwrite"))
     existing = _existing_by_tile(cluster.list_jobs(opts.namespace, batch))
     res = RerunResult()
-    to_delete = [existing[str(tp.tile)]["metadata"]["name"] for tp in tps if str(tp.tile) in existing]
+    to_delete = [
+        existing[str(tp.tile)]["metadata"]["name"] for tp in tps if str(tp.tile) in existing
+    ]
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for name, gone in zip(
-            to_delete, pool.map(lambda n: cluster.delete_job(opts.namespace, n), to_delete), strict=True
+            to_delete,
+            pool.map(lambda n: cluster.delete_job(opts.namespace, n), to_delete),
+            strict=True,
         ):
             if gone:
                 res.deleted.append(name)
@@ -763,7 +781,10 @@ def rerun(
         deadline = time.monotonic() + wait_timeout
         pending = set(to_delete)
         while pending:
-            names = {(j.get("metadata") or {}).get("name") for j in cluster.list_jobs(opts.namespace, batch)}
+            names = {
+                (j.get("metadata") or {}).get("name")
+                for j in cluster.list_jobs(opts.namespace, batch)
+            }
             pending &= names
             if not pending:
                 break
@@ -782,7 +803,16 @@ def rerun(
                 if (ann.get(ANN_MEMORY_BYTES) or "").isdigit():
                     base = Resources(int(ann[ANN_MEMORY_BYTES]), tp.resources.cpu)
             resources = base.scaled(memory_factor) if memory_factor != 1.0 else base
-            manifest = build_job(tp, batch, plan.url, opts, resources, memory_factor)
+            o = opts
+            if keep_image and prev is not None:
+                ctrs = (
+                    ((prev.get("spec") or {}).get("template") or {})
+                    .get("spec", {})
+                    .get("containers")
+                )
+                if ctrs and ctrs[0].get("image"):
+                    o = replace(opts, image=ctrs[0]["image"])
+            manifest = build_job(tp, batch, plan.url, o, resources, memory_factor)
             cluster.create_job(manifest)
             res.created.append(str(tp.tile))
 

@@ -1,0 +1,253 @@
+"""Job manifests of ``gmrun k8s render`` (no cluster needed) and the status logic on plain dicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from runner import k8s
+from runner.errors import UserInputError
+from runner.grid import TileId
+from runner.k8s_cli import k8s as k8s_group
+from tests.k8s.plans import make_plan
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return make_plan(tmp_path_factory.mktemp("plan"), 4)
+
+
+def _opts(plan: Any, **kw: Any) -> k8s.JobOptions:
+    return k8s.JobOptions.from_config(plan.config.kubernetes, **kw)
+
+
+def test_job_names_are_dns_labels() -> None:
+    assert k8s.job_name("2023a", TileId(17, 156)) == "gm-2023a-x017y156"
+    assert k8s.job_name("b", TileId(-5, -12)) == "gm-b-xm05ym12"
+    longest = k8s.job_name("a" * k8s.MAX_BATCH_LEN, TileId(-1234, -1234))
+    assert len(longest) <= 63
+    assert k8s._DNS_LABEL_RE.match(longest)
+
+
+@pytest.mark.parametrize("bad", ["", "2023_A", "UPPER", "-x", "x-", "a.b", "a" * 48, "a b"])
+def test_bad_batch_names(bad: str) -> None:
+    with pytest.raises(UserInputError, match="invalid batch name"):
+        k8s.validate_batch_name(bad)
+
+
+def test_job_manifest(plan: Any) -> None:
+    tp = plan.tiles[0]
+    job = k8s.build_job(tp, "2023a", plan.url, _opts(plan))
+    meta, spec = job["metadata"], job["spec"]
+    assert job["apiVersion"] == "batch/v1" and job["kind"] == "Job"
+    assert meta["name"] == f"gm-2023a-{tp.tile.dns_name}"
+    assert meta["labels"] == {
+        "app.kubernetes.io/name": "gmrun",
+        "gmrun.io/batch": "2023a",
+        "gmrun.io/tile": str(tp.tile),
+    }
+    assert meta["annotations"]["gmrun.io/plan"] == plan.url
+    kcfg = plan.config.kubernetes
+    assert spec["backoffLimit"] == kcfg.backoff_limit
+    assert spec["activeDeadlineSeconds"] == kcfg.active_deadline_seconds
+    assert spec["ttlSecondsAfterFinished"] == kcfg.ttl_seconds_after_finished
+    assert "suspend" not in spec
+    pod = spec["template"]["spec"]
+    assert spec["template"]["metadata"]["labels"]["gmrun.io/tile"] == str(tp.tile)
+    assert pod["restartPolicy"] == "Never"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == kcfg.service_account
+    (c,) = pod["containers"]
+    assert c["command"] == ["gmrun"]
+    assert c["args"][:5] == ["run-tile", "--plan", plan.url, "--tile", str(tp.tile)]
+    assert c["args"][5:] == ["--log-format", "json"]
+    res = c["resources"]
+    assert res["requests"]["memory"] == res["limits"]["memory"] == tp.resources.memory
+    assert res["requests"]["cpu"] == tp.resources.cpu
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["GDAL_DISABLE_READDIR_ON_OPEN"] == "EMPTY_DIR"
+    assert env["GMRUN_HEARTBEAT"] == "/tmp/gmrun-heartbeat"
+    assert {
+        "GDAL_HTTP_MAX_RETRY",
+        "GDAL_HTTP_RETRY_DELAY",
+        "CPL_VSIL_CURL_ALLOWED_EXTENSIONS",
+    } <= set(env)
+    assert not any(k.startswith("AWS_") for k in env)
+    assert "envFrom" not in c
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] and sc["runAsUser"] == 10001 and sc["readOnlyRootFilesystem"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
+    assert c["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {}}]
+    probe = c["livenessProbe"]["exec"]["command"]
+    assert probe[:2] == ["sh", "-c"] and "/tmp/gmrun-heartbeat" in probe[2]
+
+
+def test_secret_and_kueue(plan: Any) -> None:
+    opts = _opts(plan, s3_secret_name="gmrun-s3", kueue_queue="team-a", image="reg/gm:1")
+    job = k8s.build_job(plan.tiles[1], "b1", plan.url, opts)
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    assert c["envFrom"] == [{"secretRef": {"name": "gmrun-s3"}}]
+    assert c["image"] == "reg/gm:1"
+    assert job["spec"]["suspend"] is True
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+
+
+def test_memory_override(plan: Any) -> None:
+    tp = plan.tiles[0]
+    big = tp.resources.scaled(1.5)
+    job = k8s.build_job(tp, "b1", plan.url, _opts(plan), big, 1.5)
+    lim = job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+    assert lim == big.memory != tp.resources.memory
+    assert job["metadata"]["annotations"]["gmrun.io/memory-factor"] == "1.5"
+    assert job["metadata"]["annotations"]["gmrun.io/memory-bytes"] == str(big.memory_bytes)
+
+
+def test_render_cli_writes_valid_manifests(plan: Any, tmp_path: Path) -> None:
+    out = tmp_path / "jobs"
+    r = CliRunner().invoke(
+        k8s_group,
+        ["render", "--plan", plan.url, "--batch", "2023a", "-o", str(out), "--image", "x/y:1"],
+    )
+    assert r.exit_code == 0, r.output
+    files = sorted(out.glob("*.yaml"))
+    assert len(files) == len(plan.tiles)
+    kust = yaml.safe_load((out / k8s.KUSTOMIZATION_FILE).read_text())
+    assert sorted(kust["resources"]) == [f.name for f in files]
+    for f in files:
+        doc = yaml.safe_load(f.read_text())
+        assert doc["metadata"]["name"] == f.stem
+        assert doc["spec"]["template"]["spec"]["containers"][0]["image"] == "x/y:1"
+
+
+@pytest.mark.parametrize("version", ["1.29.0", "1.33.0"])
+def test_manifests_validate_against_the_openapi_schema(plan: Any, version: str) -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    opts = _opts(plan, s3_secret_name="gmrun-s3", kueue_queue="q")
+    for tp in plan.tiles:
+        kubernetes_validate.validate(
+            k8s.build_job(tp, "2023a", plan.url, opts), version, strict=True
+        )
+    repo = Path(__file__).resolve().parents[1]
+    for f in sorted((repo / "k8s").glob("*.yaml")):
+        for doc in yaml.safe_load_all(f.read_text()):
+            if doc and doc.get("kind") != "Kustomization":
+                kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_cli_errors_are_one_line(plan: Any, tmp_path: Path) -> None:
+    runner = CliRunner()
+    r = runner.invoke(
+        k8s_group, ["render", "--plan", plan.url, "--batch", "Bad_Name", "-o", str(tmp_path)]
+    )
+    assert r.exit_code == 2
+    assert r.output.startswith("error: invalid batch name") and r.output.count("\n") == 1
+    r = runner.invoke(
+        k8s_group, ["render", "--plan", str(tmp_path / "nope"), "--batch", "b", "-o", str(tmp_path)]
+    )
+    assert r.exit_code == 2 and r.output.startswith("error: plan not found")
+    r = runner.invoke(k8s_group, ["rerun", "--batch", "b", "--plan", plan.url])
+    assert r.exit_code == 2 and "exactly one of --failed" in r.output
+
+
+def test_no_kubeconfig_is_a_clear_error(
+    plan: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    r = CliRunner().invoke(k8s_group, ["submit", "--plan", plan.url, "--batch", "b"])
+    assert r.exit_code == 2, r.output
+    assert r.output.startswith("error: no usable Kubernetes configuration")
+    r = CliRunner().invoke(
+        k8s_group, ["status", "--batch", "b", "--kubeconfig", str(tmp_path / "missing")]
+    )
+    assert r.exit_code == 2 and "does not exist" in r.output
+
+
+def test_unreachable_cluster_is_a_clear_error(plan: Any, tmp_path: Path) -> None:
+    kc = tmp_path / "kubeconfig"
+    kc.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+    }))  # fmt: skip
+    r = CliRunner().invoke(
+        k8s_group, ["submit", "--plan", plan.url, "--batch", "b", "--kubeconfig", str(kc)]
+    )
+    assert r.exit_code == 2, r.output
+    assert r.output.startswith(
+        "error: cannot reach the Kubernetes API server at https://127.0.0.1:1"
+    )
+    assert "Traceback" not in r.output
+
+
+def test_read_tile_ids() -> None:
+    assert k8s.read_tile_ids("x001y002, x003y004\n# comment\nx-005y006  # tail\n") == [
+        TileId(1, 2),
+        TileId(3, 4),
+        TileId(-5, 6),
+    ]
+    with pytest.raises(UserInputError):
+        k8s.read_tile_ids("x1y2")
+
+
+def _job(conds: list[dict[str, str]] | None = None, **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "gm-b-x001y001", "uid": "u1", "labels": {"gmrun.io/tile": "x001y001"}},
+        "spec": {
+            "template": {"spec": {"containers": [{"resources": {"limits": {"memory": "4Gi"}}}]}}
+        },
+        "status": {"conditions": conds or [], **status},
+    }
+
+
+def _failed_pod(
+    reason: str, code: int, message: str = "", created: str = "2024-01-01T00:00:00Z"
+) -> dict[str, Any]:
+    term = {"exitCode": code, "reason": reason, "message": message}
+    return {
+        "metadata": {"creationTimestamp": created},
+        "status": {"phase": "Failed", "containerStatuses": [{"state": {"terminated": term}}]},
+    }
+
+
+def test_status_of_a_failed_job() -> None:
+    job = _job([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}], failed=2)
+    pods = [
+        _failed_pod("OOMKilled", 137, created="2024-01-01T00:00:00Z"),
+        _failed_pod(
+            "Error",
+            2,
+            '{"level":"error","message":"cannot read asset s3://b/a.tif"}',
+            created="2024-01-01T00:05:00Z",
+        ),
+    ]
+    st = k8s.job_status(job, pods)
+    assert st.state == "failed" and st.attempts == 2 and st.failures == 2 and st.memory == "4Gi"
+    assert st.reason == (
+        "BackoffLimitExceeded; last attempt Error (exit 2: bad input): cannot read asset s3://b/a.tif"
+    )
+    assert k8s.pod_failure(pods[0]) == "OOMKilled (exit 137: killed)"
+
+
+def test_status_states() -> None:
+    assert (
+        k8s.job_status(_job([{"type": "Complete", "status": "True"}], succeeded=1), []).state
+        == "succeeded"
+    )
+    deadline = _job([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                      "message": "Job was active longer than specified deadline"}])  # fmt: skip
+    st = k8s.job_status(deadline, [])
+    assert st.state == "failed" and st.reason.startswith("DeadlineExceeded: Job was active")
+    running = {"metadata": {}, "status": {"phase": "Running"}}
+    assert k8s.job_status(_job(active=1), [running]).state == "running"
+    assert k8s.job_status(_job(active=1), []).state == "pending"
+    suspended = _job()
+    suspended["spec"]["suspend"] = True
+    assert k8s.job_status(suspended, []).state == "suspended"
