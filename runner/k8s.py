@@ -308,8 +308,9 @@ class Cluster:
             if kubeconfig or context or os.environ.get("KUBECONFIG") or default.exists():
                 if kubeconfig and not Path(kubeconfig).exists():
                     raise UserInputError(f"kubeconfig {kubeconfig} does not exist")
+                # $KUBECONFIG is read here, not at import time (may be a ':'-separated list)
                 config.load_kube_config(
-                    config_file=kubeconfig, context=context, client_configuration=cfg,
+                    config_file=kubeconfig or os.environ.get("KUBECONFIG") or None, context=context, client_configuration=cfg,
                     persist_config=False,
                 )  # fmt: skip
             else:

@@ -48,6 +48,13 @@ def gmrun_command() -> list[str]:
     return [sys.executable, "-c", "import sys; from runner.cli import main; sys.exit(main())"]
 
 
+def fake_gmrun(argv: list[str]) -> list[str]:
+    """Map ``gmrun run-tile ...`` to :mod:`tests.k8s.fake_worker` (fast tests, no real data)."""
+    if argv[:1] == ["gmrun"]:
+        return [sys.executable, "-m", "tests.k8s.fake_worker", *argv[1:]]
+    return map_command(argv)
+
+
 def map_command(argv: list[str]) -> list[str]:
     """Container command → local command: ``gmrun`` and ``python`` come from this virtualenv."""
     if not argv:
@@ -73,6 +80,7 @@ class PodExecutor:
         poll: float = 0.3,
         env: dict[str, str] | None = None,
         before_run: Callable[[dict[str, Any]], None] | None = None,
+        command_map: Callable[[list[str]], list[str]] = map_command,
     ):
         from kubernetes import client
 
@@ -82,6 +90,9 @@ class PodExecutor:
         self.poll = poll
         self.extra_env = env or {}
         self.before_run = before_run
+        self.command_map = command_map
+        self.running = 0
+        self.max_running = 0  #: most pods running at once
         self.pool = ThreadPoolExecutor(parallel, thread_name_prefix="pod")
         self.seen: set[str] = set()
         self.results: dict[str, int] = {}  #: pod name -> exit code
@@ -181,7 +192,7 @@ class PodExecutor:
         env.update({"HOME": str(home), "GMRUN_HEARTBEAT": str(home / "heartbeat"),
                     "NUMBA_CACHE_DIR": str(home / "numba-cache"), "TMPDIR": str(home)})  # fmt: skip
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-        argv = map_command([*(ctr.get("command") or []), *(ctr.get("args") or [])])
+        argv = self.command_map([*(ctr.get("command") or []), *(ctr.get("args") or [])])
         log_path = home / "log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
@@ -190,6 +201,8 @@ class PodExecutor:
             )  # fmt: skip
             with self._lock:
                 self._procs[name] = proc
+                self.running += 1
+                self.max_running = max(self.max_running, self.running)
             deadline_check = time.monotonic() + 2.0
             while True:
                 try:
@@ -206,6 +219,7 @@ class PodExecutor:
                             os.killpg(proc.pid, signal.SIGKILL)
             with self._lock:
                 self._procs.pop(name, None)
+                self.running -= 1
         rc = proc.returncode
         code = 128 - rc if rc < 0 else rc  # killed by signal N -> 128 + N
         reason = "OOMKilled" if rc == -signal.SIGKILL else "Completed" if code == 0 else "Error"
