@@ -119,3 +119,60 @@ def write_file(url: str, data: bytes, content_type: str) -> WrittenFile:
 
 
 COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+
+
+def tile_item(
+    out: TileOutputs, geobox: GeoBox, files: dict[str, WrittenFile], extra: dict[str, Any]
+) -> dict[str, Any]:
+    """The tile's STAC item: footprint, period, grid, one asset per band (relative href,
+    size, sha256 multihash) and the processing metadata in ``extra``."""
+    from odc.geo import CRS
+
+    cfg = out.config
+    footprint = geobox.extent.to_crs(CRS("EPSG:4326"), resolution=0.01)
+    lon0, lat0, lon1, lat1 = footprint.boundingbox
+    epsg = geobox.crs.epsg
+    assets: dict[str, Any] = {}
+    for band, f in files.items():
+        is_refl = band in cfg.bands
+        raster: dict[str, Any] = {"data_type": "uint16" if is_refl or band == COUNT_BAND else "float32"}
+        if is_refl:
+            raster.update(nodata=cfg.input.nodata, scale=cfg.input.scale, offset=cfg.input.offset)
+        elif band != COUNT_BAND:
+            raster["nodata"] = "nan"
+        assets[band] = {
+            "href": "./" + f.url.replace("\\", "/").rsplit("/", 1)[-1],
+            "type": COG_TYPE,
+            "roles": ["data"],
+            "file:size": f.size,
+            "file:checksum": f.multihash,
+            "raster:bands": [raster],
+        }
+    return {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "stac_extensions": [
+            "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
+            "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
+            "https://stac-extensions.github.io/file/v2.1.0/schema.json",
+        ],
+        "id": out.stem,
+        "collection": cfg.product.name,
+        "geometry": footprint.json,
+        "bbox": [lon0, lat0, lon1, lat1],
+        "properties": {
+            "datetime": None,
+            "start_datetime": f"{out.period.start:%Y-%m-%d}T00:00:00Z",
+            "end_datetime": f"{out.period.end:%Y-%m-%d}T23:59:59Z",
+            "odc:product": cfg.product.name,
+            "odc:product_family": "geomedian",
+            "odc:region_code": str(out.tile),
+            "odc:dataset_version": cfg.product.version,
+            "proj:epsg": epsg,
+            "proj:shape": list(geobox.shape.yx),
+            "proj:transform": list(geobox.transform)[:6],
+            **extra,
+        },
+        "links": [],
+        "assets": assets,
+    }

@@ -225,3 +225,26 @@ def make_tile_plan(
 
 def tiles_by_id(tiles: Iterable[TilePlan]) -> dict[TileId, TilePlan]:
     return {tp.tile: tp for tp in tiles}
+
+
+def build_plan(
+    config: RunConfig,
+    tiles: Iterable[TileId],
+    items: Iterable[dict[str, Any]],
+    period: Period,
+    source: str = "",
+    max_memory: int | None = None,
+) -> tuple[Plan, dict[TileId, list[dict[str, Any]]]]:
+    """Assign items (already read) to tiles and size each tile. Tiles without items are kept
+    (with ``n_obs == 0``) so that a run reports them as empty instead of silently dropping them."""
+    from runner.catalog import assign_to_tiles, count_observations, in_period
+
+    grid = TileGrid.from_config(config.grid)
+    tile_list = sorted(set(tiles))
+    selected = in_period(items, period, config.input.max_cloud_cover)
+    by_tile = assign_to_tiles(selected, grid, tile_list)
+    plans = tuple(
+        make_tile_plan(config, t, len(by_tile[t]), count_observations(by_tile[t]), max_memory)
+        for t in tile_list
+    )
+    return Plan(config=config, period=period, tiles=plans, source=source), by_tile

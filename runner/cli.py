@@ -1,0 +1,308 @@
+"""The ``gmrun`` command line: one verb per job.
+
+    gmrun demo                      # synthetic catalog → plan → run 2×2 tiles → mosaic.png
+    gmrun synth OUT --bbox ...      # write a synthetic Sentinel-2 L2A catalog (COGs + STAC)
+    gmrun plan --catalog ... --bbox ... --year 2023 -o PLAN
+    gmrun run --plan PLAN           # every tile locally, one process per tile
+    gmrun run-tile --plan PLAN --tile x017y156   # one tile (what each Kubernetes Job runs)
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from runner import __version__
+from runner.errors import GmrunError, UserInputError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(fn: F) -> F:
+    """Turn :class:`GmrunError` into ``error: <message>`` and its exit code; never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except GmrunError as e:
+            logging.getLogger("gmrun").debug("failed", exc_info=True)
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _bbox(text: str) -> tuple[float, float, float, float]:
+    try:
+        w, s, e, n = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UserInputError(f"invalid bbox {text!r}: expected W,S,E,N in degrees") from None
+    if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
+        raise UserInputError(f"bbox {text!r} is out of range: need -180 <= W < E <= 180, -90 <= S < N <= 90")
+    return w, s, e, n
+
+
+def _tile_list(text: str | None) -> list[Any] | None:
+    from runner.grid import TileId
+
+    if not text:
+        return None
+    return [TileId.parse(t) for t in text.replace(" ", ",").split(",") if t]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="gmrun")
+def cli() -> None:
+    """gmrun: cloud-free Sentinel-2 geomedian + MAD mosaics, one tile per process or Kubernetes Job.
+
+    A plan splits a region into grid tiles and lists the STAC items of each; each tile is then
+    loaded, cloud-masked, reduced to its geometric median (and EMAD/SMAD/BCMAD, count) and
+    written as COGs plus a STAC item. Start with `gmrun demo`.
+    """
+
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--bbox", required=True, help="W,S,E,N in degrees (EPSG:4326).")
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default="2023-01-01", show_default=True)
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default="2023-12-31", show_default=True)
+@click.option("--dates", "n_dates", type=click.IntRange(1, 400), default=40, show_default=True,
+              help="Acquisition dates between start and end.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@friendly
+def synth(out: Path, bbox: str, start: Any, end: Any, n_dates: int, seed: int) -> None:
+    """Write a synthetic Sentinel-2 L2A catalog: COGs + OUT/items.ndjson.
+
+    Realistic enough to exercise the real code paths: UTM granules (two zones when the bbox
+    straddles a boundary), swath edges, same-day overlaps, clouds with shadows, cirrus, haze,
+    snow, seasonal land cover and outlier dates. Deterministic from --seed.
+    """
+    from rich.progress import Progress
+
+    from runner.synth import synthesize
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("synthesising", total=None)
+        res = synthesize(out, _bbox(bbox), start.date(), end.date(), n_dates, seed,
+                         progress=lambda d, t: bar.update(task, completed=d, total=t))  # fmt: skip
+    click.echo(f"wrote {res.n_items} items ({res.n_dates} dates) to {res.catalog}")
+
+
+@cli.command()
+@click.option("--catalog", required=True, help="STAC items: .ndjson or .json (ItemCollection), path or s3://.")
+@click.option("--bbox", help="Region W,S,E,N in degrees.")
+@click.option("--tiles", help="Tiles to plan, e.g. x017y156,x018y156 (instead of --bbox).")
+@click.option("--year", type=int, help="Calendar year, e.g. 2023.")
+@click.option("--period", help="2023-01-01--2023-06-30, or odc-stats style 2023--P1Y / 2023-07--P6M.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="gmrun.yaml (defaults for every key).")
+@click.option("-o", "--output", "out", default="plan", show_default=True, help="Plan folder (local or s3://).")
+@click.option("--max-memory", type=str, help="Cap per-tile memory, e.g. 64Gi.")
+@click.option("--dry-run", is_flag=True, help="Print the summary only; write nothing.")
+@friendly
+def plan(catalog: str, bbox: str | None, tiles: str | None, year: int | None, period: str | None,
+         config_path: str | None, out: str, max_memory: str | None, dry_run: bool) -> None:  # fmt: skip
+    """Plan a run: tiles of the region, the STAC items of each, and their sizes.
+
+    Writes OUT/plan.json and OUT/items/{tile}.ndjson. The plan embeds the configuration, so a
+    worker needs only the plan's location and a tile id.
+
+    \b
+    Example:
+      gmrun plan --catalog items.ndjson --bbox 29.9,-2.1,30.1,-1.9 --year 2023 -o plan
+    """
+    from rich.console import Console
+
+    from runner.catalog import read_items
+    from runner.config import load_config
+    from runner.grid import TileGrid
+    from runner.period import Period
+    from runner.plan import build_plan
+
+    config = load_config(config_path)
+    if (year is None) == (period is None):
+        raise UserInputError("give exactly one of --year or --period")
+    per = Period.year(year) if year is not None else Period.parse(period or "")
+    grid = TileGrid.from_config(config.grid)
+    if tiles:
+        tile_ids = _tile_list(tiles) or []
+    elif bbox:
+        from odc.geo import CRS
+        from odc.geo.geom import box
+
+        tile_ids = list(grid.tiles(box(*_bbox(bbox), CRS("EPSG:4326"))))
+    else:
+        raise UserInputError("give a region: --bbox W,S,E,N or --tiles IDS")
+    mem = _parse_memory(max_memory) if max_memory else None
+    p, items = build_plan(config, tile_ids, read_items(catalog), per, source=catalog, max_memory=mem)
+    console = Console()
+    n_items = sum(tp.n_items for tp in p.tiles)
+    cube_tb = sum(tp.cube_bytes for tp in p.tiles) / 1e12
+    console.print(f"{len(p.tiles)} tiles, {n_items} item-tile pairs, "
+                  f"{sum(tp.n_obs for tp in p.tiles)} observations, cube total {cube_tb:.4f} TB, "
+                  f"period {per.label}")  # fmt: skip
+    if dry_run:
+        return
+    saved = p.save(out, items)
+    console.print(f"plan written: {saved.url}")
+
+
+def _parse_memory(text: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    for u, f in units.items():
+        if text.endswith(u):
+            try:
+                return int(float(text[: -len(u)]) * f)
+            except ValueError:
+                break
+    raise UserInputError(f"invalid memory {text!r}: use e.g. 64Gi or 1536Mi")
+
+
+@cli.command("run-tile")
+@click.option("--plan", "plan_url", required=True, help="Plan folder or plan.json (local or s3://).")
+@click.option("--tile", required=True, help="Tile id, e.g. x017y156.")
+@click.option("--output", "location", help="Output folder or s3:// prefix (overrides the plan's).")
+@click.option("--overwrite", is_flag=True, help="Recompute even if the tile is done.")
+@click.option("--log-format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True,
+              help="auto: text on a terminal, JSON lines otherwise (as in a Job).")  # fmt: skip
+@friendly
+def run_tile_cmd(plan_url: str, tile: str, location: str | None, overwrite: bool, log_format: str) -> None:
+    """Compute one tile: load, mask, reduce, write COGs and the STAC item (last).
+
+    This is what each Kubernetes Job runs. Exit codes: 0 done (or already done), 2 bad input
+    (unknown tile, missing plan, unreadable asset, empty tile), 1 processing failure.
+    """
+    from runner import logs
+    from runner.grid import TileId
+    from runner.plan import Plan
+    from runner.tile import EmptyTileError, run_tile
+
+    logs.setup(log_format)  # type: ignore[arg-type]
+    tid = TileId.parse(tile)
+    log = logs.tile_logger(tid)
+    p = Plan.load(plan_url)
+    try:
+        run_tile(p, tid, location=location, overwrite=overwrite or None)
+    except EmptyTileError as e:
+        log.warning("%s", e, extra={"status": "empty"})
+        raise
+    except GmrunError as e:
+        log.error("%s", e, extra={"status": "failed"})
+        raise
+    except Exception as e:
+        log.error("unexpected failure: %s: %s", type(e).__name__, e, exc_info=True, extra={"status": "failed"})
+        raise GmrunError(f"tile {tid} failed: {type(e).__name__}: {e}") from None
+
+
+@cli.command("run")
+@click.option("--plan", "plan_url", required=True, help="Plan folder or plan.json.")
+@click.option("--tiles", help="Only these tiles (comma-separated ids).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Tiles at a time (each tile uses all cores).")
+@click.option("--output", "location", help="Output folder or s3:// prefix (overrides the plan's).")
+@click.option("--overwrite", is_flag=True, help="Recompute done tiles too.")
+@friendly
+def run_cmd(plan_url: str, tiles: str | None, workers: int, location: str | None, overwrite: bool) -> None:
+    """Run a plan's tiles on this machine, one process per tile; done tiles are skipped.
+
+    Exit code 1 if any tile failed (the summary names them; rerun the same command to retry
+    only what is not done).
+    """
+    from rich.console import Console
+
+    from runner.local import run_local, summary_table
+    from runner.plan import Plan
+
+    p = Plan.load(plan_url)
+    runs = run_local(p, _tile_list(tiles), workers=workers, location=location, overwrite=overwrite)
+    Console(stderr=True).print(summary_table(runs))
+    if any(r.status == "failed" for r in runs):
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("folder", default="gmrun-demo", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--tile-px", type=click.IntRange(64, 2400), default=360, show_default=True, help="Tile edge in pixels.")
+@click.option("--dates", "n_dates", type=click.IntRange(2, 200), default=40, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@friendly
+def demo(folder: Path, tile_px: int, n_dates: int, seed: int) -> None:
+    """End to end on synthetic data: catalog → plan → 2×2 tiles locally → RGB mosaic.png.
+
+    Everything lands in FOLDER (default ./gmrun-demo): catalog/, plan/, out/ and mosaic.png.
+    Running it again reuses the catalog and skips tiles that are done.
+    """
+    from odc.geo import CRS
+    from odc.geo.geom import box
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from runner.catalog import read_items
+    from runner.config import load_config
+    from runner.demo import DEMO_PERIOD, demo_layout, write_config
+    from runner.grid import TileGrid
+    from runner.local import run_local, summary_table
+    from runner.outputs import TileOutputs
+    from runner.period import Period
+    from runner.plan import build_plan
+    from runner.quicklook import mosaic_rgb, write_png
+    from runner.synth import synthesize
+
+    console = Console(stderr=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    layout = demo_layout(tile_px)
+    cfg_path = folder / "gmrun.yaml"
+    write_config(layout, cfg_path)
+    catalog = folder / "catalog" / "items.ndjson"
+    if not catalog.exists():
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("synthesising Sentinel-2 scenes", total=None)
+            synthesize(folder / "catalog", layout.bbox, *DEMO_PERIOD, n_dates=n_dates, seed=seed,
+                       progress=lambda d, t: bar.update(task, completed=d, total=t))  # fmt: skip
+    console.print(f"catalog: {catalog}")
+    config = load_config(cfg_path)
+    config = config.model_copy(update={"output": config.output.model_copy(update={"location": str(folder / "out")})})
+    grid = TileGrid.from_config(config.grid)
+    region = box(*layout.bbox, CRS("EPSG:4326"))
+    tiles = [t for t in grid.tiles(region) if t in layout.tiles]
+    p, items = build_plan(config, tiles, read_items(str(catalog)), Period(*DEMO_PERIOD), source=str(catalog))
+    saved = p.save(str(folder / "plan"), items)
+    console.print(f"plan: {saved.url} ({len(tiles)} tiles)")
+    runs = run_local(saved, console=console)
+    console.print(summary_table(runs))
+    done = [TileOutputs.of(config, r.tile, p.period) for r in runs if r.status in ("done", "skipped")]
+    if not done:
+        raise GmrunError("no tile completed; see the table above")
+    png = folder / "mosaic.png"
+    write_png(mosaic_rgb(done), png)
+    console.print(f"outputs: {folder / 'out'}\nquick-look: {png}")
+    if any(r.status == "failed" for r in runs):
+        sys.exit(1)
+
+
+def _register_optional() -> None:
+    try:
+        from runner.k8s_cli import k8s
+    except ImportError:  # the Kubernetes verbs are optional at import time
+        return
+    cli.add_command(k8s)
+
+
+_register_optional()
+
+
+def main() -> None:
+    cli(prog_name="gmrun")
+
+
+if __name__ == "__main__":
+    main()
