@@ -190,7 +190,7 @@ class PodExecutor:
         env.update(self.extra_env)
         env.update({e["name"]: e.get("value", "") for e in ctr.get("env") or [] if "name" in e})
         env.update({"HOME": str(home), "GMRUN_HEARTBEAT": str(home / "heartbeat"),
-                    "NUMBA_CACHE_DIR": str(home / "numba-cache"), "TMPDIR": str(home)})  # fmt: skip
+                    "NUMBA_CACHE_DIR": str(self.workdir / "numba-cache"), "TMPDIR": str(home)})  # fmt: skip
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         argv = self.command_map([*(ctr.get("command") or []), *(ctr.get("args") or [])])
         log_path = home / "log"
