@@ -29,88 +29,126 @@ import math
 import numpy as np
 from numba import njit, prange
 
+# Floating-point flags for the Weiszfeld/MAD inner loops: allow reassociation
+# (vectorised sums over observations) and FMA contraction only.  NaN/Inf
+# semantics are kept (no 'nnan'/'ninf'), which the kernels rely on; the
+# accuracy tests against geomad cover the changed summation order.
+FASTMATH = {"reassoc", "contract"}
+
 # distance kinds for the MAD kernels
 EMAD = 0
 SMAD = 1
 BCMAD = 2
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _invalid(v, use_nodata: bool, nodata) -> bool:  # type: ignore[no-untyped-def]
     if use_nodata:
         return v == nodata
     return v != v  # NaN test that also compiles for integer dtypes
 
 
-@njit(cache=True)
-def _gather(X, r: int, c: int, use_nodata: bool, nodata, scale, offset,
-            valid, xb, start) -> int:  # type: ignore[no-untyped-def]
-    """Gather the valid observations of pixel (r, c) into ``xb[:, :k]``.
+@njit(cache=True, error_model="numpy")
+def _gather(P, use_nodata: bool, nodata, scale, offset, valid, xb) -> int:  # type: ignore[no-untyped-def]
+    """Gather the valid observations of one pixel ``P[band, time]`` into ``xb[:, :k]``.
 
-    Also writes into ``start`` the per-band mean over all individually valid
-    values (the geomad/hdstats starting point, which includes observations
-    that are only partially valid).  Returns ``k``, the number of valid
-    observations.
+    An observation is valid when all its bands are valid.  Returns ``k``.
+    The compaction is branch-free (always store, advance when valid), which
+    beats index lists and per-observation branches on partially cloudy data.
     """
-    nb = X.shape[2]
-    nt = X.shape[3]
+    nb, nt = P.shape
     for t in range(nt):
-        valid[t] = True
+        valid[t] = 1
+    for j in range(nb):
+        Pj = P[j]
+        for t in range(nt):
+            valid[t] &= not _invalid(Pj[t], use_nodata, nodata)
+    k = 0
+    for j in range(nb):
+        Pj = P[j]
+        row = xb[j]
+        k = 0
+        for t in range(nt):
+            row[k] = np.float32(Pj[t]) * scale + offset
+            k += valid[t]
+    if nb == 0:
+        for t in range(nt):
+            k += valid[t]
+    return k
+
+
+@njit(cache=True, error_model="numpy")
+def _all_same(xb, nv: int) -> bool:  # type: ignore[no-untyped-def]
+    """True when all nv gathered observations are identical (early exit otherwise)."""
+    nb = xb.shape[0]
+    for k in range(1, nv):
+        for j in range(nb):
+            if xb[j, k] != xb[j, 0]:
+                return False
+    return True
+
+
+@njit(cache=True, error_model="numpy")
+def _nanmean_start(P, use_nodata: bool, nodata, scale, offset, y) -> None:  # type: ignore[no-untyped-def]
+    """geomad/hdstats starting point: per-band mean over all individually valid values."""
+    nb, nt = P.shape
     for j in range(nb):
         tot = 0.0
         cnt = 0
         for t in range(nt):
-            v = X[r, c, j, t]
-            if _invalid(v, use_nodata, nodata):
-                valid[t] = False
-            else:
+            v = P[j, t]
+            if not _invalid(v, use_nodata, nodata):
                 tot += np.float32(v) * scale + offset
                 cnt += 1
-        start[j] = tot / cnt if cnt > 0 else np.nan
-    k = 0
-    for t in range(nt):
-        if valid[t]:
-            for j in range(nb):
-                xb[j, k] = np.float32(X[r, c, j, t]) * scale + offset
-            k += 1
-    return k
+        y[j] = tot / cnt if cnt > 0 else np.nan
 
 
-@njit(cache=True)
-def _weiszfeld(xb, nv: int, y, y1, dd, inv, T, maxiters: int, eps: float) -> tuple[int, bool]:
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _weiszfeld(xb, nv: int, y, y1, yf, dd, inv, T, maxiters: int,
+               eps: float) -> tuple[int, bool]:  # type: ignore[no-untyped-def]
     """Vardi-Zhang modified Weiszfeld iteration on ``xb[:, :nv]``, in place on ``y``.
 
-    Returns (iterations, final step was NaN).
+    The O(nb * nv) passes (distances, weighted sums) run in float32 over the
+    observation axis (8/16 SIMD lanes); the O(nb) iterate update and the
+    step length run in float64.  This mirrors geomad, which keeps the iterate,
+    distances and weights in float32 storage.  Returns (iterations, final
+    step was NaN).
     """
     nb = xb.shape[0]
     it = 0
     nan_step = False
+    one = 1.0
+    zero = 0.0
     while it < maxiters:
+        for j in range(nb):
+            yf[j] = y[j]
         # squared distances, vectorised over observations
         for k in range(nv):
-            dd[k] = 0.0
+            dd[k] = zero
         for j in range(nb):
-            yj = y[j]
+            yj = yf[j]
+            row = xb[j]
             for k in range(nv):
-                diff = xb[j, k] - yj
+                diff = np.float64(row[k]) - yj
                 dd[k] += diff * diff
-        S = 0.0
+        S = zero
         nz = 0
         for k in range(nv):
-            d = math.sqrt(dd[k])
-            if d > 0.0:
-                w = 1.0 / d
-            else:
-                # observation coincides with the iterate (geomad: weight 1)
-                w = 1.0
-                nz += 1
+            q = dd[k]
+            # an observation coinciding with the iterate gets weight 1 (as geomad);
+            # 1/d in float32 like geomad's Dinv storage (halves the sqrt/div cost)
+            w = np.float64(np.float32(1.0) / np.sqrt(np.float32(max(q, 1e-30))))
+            w = one if q == zero else w
+            nz += q == zero
             inv[k] = w
             S += w
+        Sd = S
         for j in range(nb):
-            tot = 0.0
+            row = xb[j]
+            tot = zero
             for k in range(nv):
-                tot += inv[k] * xb[j, k]
-            T[j] = tot / S
+                tot += inv[k] * np.float64(row[k])
+            T[j] = tot / Sd
         if nz == 0:
             for j in range(nb):
                 y1[j] = T[j]
@@ -120,10 +158,10 @@ def _weiszfeld(xb, nv: int, y, y1, dd, inv, T, maxiters: int, eps: float) -> tup
                 y1[j] = y[j]
             break
         else:
-            # Vardi & Zhang (2000): R = sum_{x_i != y} (x_i - y)/d_i
+            # Vardi & Zhang (2000): R = sum_{x_i != y} (x_i - y)/d_i = (T - y) * S
             r = 0.0
             for j in range(nb):
-                Rj = (T[j] - y[j]) * S
+                Rj = (T[j] - y[j]) * Sd
                 r += Rj * Rj
             r = math.sqrt(r)
             rinv = nz / r if r > 0.0 else 0.0
@@ -146,7 +184,7 @@ def _weiszfeld(xb, nv: int, y, y1, dd, inv, T, maxiters: int, eps: float) -> tup
     return it, nan_step
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _select(a, n: int, kth: int) -> float:
     """Quickselect: partially sort ``a[:n]`` in place so a[kth] is the kth smallest."""
     lo = 0
@@ -181,84 +219,139 @@ def _select(a, n: int, kth: int) -> float:
     return a[kth]
 
 
-@njit(cache=True)
-def _median(a, n: int) -> float:
-    """NumPy-convention median of ``a[:n]`` (destroys order); NaN if n == 0."""
+@njit(cache=True, error_model="numpy")
+def _select_bf(a, b, n: int, k: int):  # type: ignore[no-untyped-def]
+    """k-th smallest (0-based) of ``a[:n]``; ``a`` and ``b`` are both used as scratch.
+
+    Quickselect with a branch-free three-way partition into the other buffer
+    (every element is stored at both ends, the cursors advance on the
+    comparison results), so there are no unpredictable branches; small
+    ranges finish with an insertion sort.
+    """
+    src = a
+    dst = b
+    s0 = 0
+    while n > 12:
+        x0 = src[s0]
+        x1 = src[s0 + (n >> 1)]
+        x2 = src[s0 + n - 1]
+        p = max(min(x0, x1), min(max(x0, x1), x2))
+        il = 0
+        ih = n - 1
+        for i in range(n):
+            x = src[s0 + i]
+            dst[il] = x
+            il += x < p
+            dst[ih] = x
+            ih -= x > p
+        if k < il:
+            n = il
+            s0 = 0
+        elif k <= ih:
+            return p
+        else:
+            k -= ih + 1
+            s0 = ih + 1
+            n = n - 1 - ih
+        src, dst = dst, src
+    for i in range(s0 + 1, s0 + n):
+        x = src[i]
+        j = i - 1
+        while j >= s0 and src[j] > x:
+            src[j + 1] = src[j]
+            j -= 1
+        src[j + 1] = x
+    return src[s0 + k]
+
+
+@njit(cache=True, error_model="numpy")
+def _median(a, n: int, s1, s2) -> float:  # type: ignore[no-untyped-def]
+    """NumPy-convention median of ``a[:n]`` (``a`` is kept; s1, s2 are scratch); NaN if n == 0."""
     if n == 0:
         return np.nan
+    for i in range(n):
+        s1[i] = a[i]
     h = (n - 1) // 2
-    lo = _select(a, n, h)
+    lo = _select_bf(s1, s2, n, h)
     if n % 2 == 1:
         return lo
-    # even: mean of a[h] and the smallest element above it
-    hi = a[h + 1]
-    for i in range(h + 2, n):
-        if a[i] < hi:
-            hi = a[i]
-    return 0.5 * (lo + hi)
+    # even: the (h+1)-th smallest is lo again if lo is repeated, else min{a > lo}
+    le = 0
+    hi = np.inf
+    for i in range(n):
+        x = a[i]
+        le += x <= lo
+        hi = min(hi, x) if x > lo else hi
+    if le > h + 1:
+        hi = lo
+    return 0.5 * (np.float64(lo) + np.float64(hi))
 
 
-@njit(cache=True)
-def _mad(xb, nv: int, g, kind: int, buf) -> float:
-    """Median over the nv gathered observations of the chosen distance to g."""
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _mad(xb, nv: int, g, kind: int, buf, acc, dist, s1, s2) -> float:  # type: ignore[no-untyped-def]
+    """Median over the nv gathered observations of the chosen distance to g.
+
+    Per-observation distances are accumulated in float64 (``buf``/``acc``,
+    vectorised over observations), rounded to float32 like geomad's result
+    array, and undefined ones (NaN, e.g. 0/0) are dropped as np.nanmedian does.
+    """
     nb = xb.shape[0]
-    m = 0
+    for k in range(nv):
+        buf[k] = 0.0
+        acc[k] = 0.0
     if kind == EMAD:
-        for k in range(nv):
-            buf[k] = 0.0
         for j in range(nb):
             gj = g[j]
+            row = xb[j]
             for k in range(nv):
-                diff = xb[j, k] - gj
+                diff = np.float64(row[k]) - gj
                 buf[k] += diff * diff
         for k in range(nv):
-            v = np.float32(math.sqrt(buf[k]))
-            if v == v:
-                buf[m] = v
-                m += 1
+            buf[k] = np.float32(math.sqrt(buf[k]))
     elif kind == SMAD:
         ng = 0.0
         for j in range(nb):
             ng += g[j] * g[j]
         ng = math.sqrt(ng)
+        for j in range(nb):
+            gj = g[j]
+            row = xb[j]
+            for k in range(nv):
+                x = np.float64(row[k])
+                buf[k] += x * gj
+                acc[k] += x * x
         for k in range(nv):
-            num = 0.0
-            nx2 = 0.0
-            for j in range(nb):
-                x = xb[j, k]
-                num += x * g[j]
-                nx2 += x * x
-            den = math.sqrt(nx2) * ng
-            if den != 0.0:
-                v = np.float32(1.0 - num / den)
-            elif num != 0.0:
-                v = np.float32(1.0 - math.copysign(np.inf, num))
-            else:
-                v = np.float32(np.nan)
-            if v == v:
-                buf[m] = v
-                m += 1
+            # IEEE division: 0/0 -> NaN (dropped), x/0 -> inf, as geomad's C code
+            buf[k] = np.float32(1.0 - _div(buf[k], math.sqrt(acc[k]) * ng))
     else:
+        for j in range(nb):
+            gj = g[j]
+            row = xb[j]
+            for k in range(nv):
+                x = np.float64(row[k])
+                buf[k] += abs(x - gj)
+                acc[k] += abs(x + gj)
         for k in range(nv):
-            num = 0.0
-            den = 0.0
-            for j in range(nb):
-                x = xb[j, k]
-                num += abs(x - g[j])
-                den += abs(x + g[j])
-            if den != 0.0:
-                v = np.float32(num / den)
-            elif num != 0.0:
-                v = np.float32(np.inf)
-            else:
-                v = np.float32(np.nan)
-            if v == v:
-                buf[m] = v
-                m += 1
-    return _median(buf, m)
+            buf[k] = np.float32(_div(buf[k], acc[k]))
+    m = 0
+    for k in range(nv):
+        v = np.float32(buf[k])
+        dist[m] = v
+        m += v == v
+    return _median(dist, m, s1, s2)
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True, error_model="numpy")
+def _div(a: float, b: float) -> float:
+    """IEEE-754 a / b (numba would raise ZeroDivisionError for b == 0)."""
+    if b != 0.0:
+        return a / b
+    if a != a or a == 0.0:
+        return np.nan
+    return math.copysign(np.inf, a) * math.copysign(1.0, b)
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
 def geomedian_kernel(X, use_nodata: bool, nodata, scale, offset, maxiters: int, eps: float,
                      with_mads: bool, gm_out, emad_out, smad_out, bcmad_out,
                      count_out, iter_out) -> None:  # type: ignore[no-untyped-def]
@@ -269,18 +362,24 @@ def geomedian_kernel(X, use_nodata: bool, nodata, scale, offset, maxiters: int, 
     """
     ny, nx, nb, nt = X.shape
     for r in prange(ny):
-        valid = np.empty(nt, dtype=np.bool_)
-        xb = np.empty((nb, max(nt, 1)), dtype=np.float64)
-        start = np.empty(nb, dtype=np.float64)
+        valid = np.empty(nt, dtype=np.uint8)
+        xb = np.empty((nb, nt + 1), dtype=np.float32)
         y = np.empty(nb, dtype=np.float64)
         y1 = np.empty(nb, dtype=np.float64)
+        yf = np.empty(nb, dtype=np.float64)
         T = np.empty(nb, dtype=np.float64)
         g = np.empty(nb, dtype=np.float64)
-        dd = np.empty(max(nt, 1), dtype=np.float64)
-        inv = np.empty(max(nt, 1), dtype=np.float64)
+        dd = np.empty(nt + 1, dtype=np.float64)
+        inv = np.empty(nt + 1, dtype=np.float64)
+        buf = np.empty(nt + 1, dtype=np.float64)
+        acc = np.empty(nt + 1, dtype=np.float64)
+        dist = np.empty(nt + 1, dtype=np.float32)
+        s1 = np.empty(nt + 1, dtype=np.float32)
+        s2 = np.empty(nt + 1, dtype=np.float32)
         reseed = True
         for c in range(nx):
-            nv = _gather(X, r, c, use_nodata, nodata, scale, offset, valid, xb, start)
+            P = X[r, c]
+            nv = _gather(P, use_nodata, nodata, scale, offset, valid, xb)
             count_out[r, c] = nv
             if nv == 0:
                 for j in range(nb):
@@ -294,40 +393,55 @@ def geomedian_kernel(X, use_nodata: bool, nodata, scale, offset, maxiters: int, 
                 if maxiters > 0:
                     reseed = True
                 continue
-            # geomad/hdstats trajectory: start from the band-wise nan-mean for
-            # the first pixel of a row (and after a pixel whose iteration ended
-            # on NaN), otherwise from the origin.
-            for j in range(nb):
-                y[j] = start[j] if reseed else 0.0
-                y1[j] = y[j]
-            it, nan_step = _weiszfeld(xb, nv, y, y1, dd, inv, T, maxiters, eps)
-            if it > 0:
-                reseed = nan_step
-            iter_out[r, c] = it
+            if _all_same(xb, nv):
+                # one observation, or all identical: that observation, exactly
+                # (geomad keeps reseeding only if it stopped before iterating)
+                reseed = reseed and nv == nt
+                iter_out[r, c] = 0
+                for j in range(nb):
+                    y1[j] = xb[j, 0]
+            else:
+                # geomad/hdstats trajectory: start from the band-wise nan-mean for
+                # the first pixel of a row (and after a pixel whose iteration
+                # ended on NaN), otherwise from the origin.
+                if reseed:
+                    _nanmean_start(P, use_nodata, nodata, scale, offset, y)
+                else:
+                    for j in range(nb):
+                        y[j] = 0.0
+                for j in range(nb):
+                    y1[j] = y[j]
+                it, nan_step = _weiszfeld(xb, nv, y, y1, yf, dd, inv, T, maxiters, eps)
+                if it > 0:
+                    reseed = nan_step
+                iter_out[r, c] = it
             for j in range(nb):
                 gv = np.float32(y1[j])
                 gm_out[r, c, j] = gv
                 g[j] = gv
             if with_mads:
-                emad_out[r, c] = _mad(xb, nv, g, EMAD, dd)
-                smad_out[r, c] = _mad(xb, nv, g, SMAD, dd)
-                bcmad_out[r, c] = _mad(xb, nv, g, BCMAD, dd)
+                emad_out[r, c] = _mad(xb, nv, g, EMAD, buf, acc, dist, s1, s2)
+                smad_out[r, c] = _mad(xb, nv, g, SMAD, buf, acc, dist, s1, s2)
+                bcmad_out[r, c] = _mad(xb, nv, g, BCMAD, buf, acc, dist, s1, s2)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def mad_kernel(X, gm, kind: int, out) -> None:  # type: ignore[no-untyped-def]
-    """One MAD (EMAD/SMAD/BCMAD by ``kind``) of float X against geomedian gm."""
+    """One MAD (EMAD/SMAD/BCMAD by ``kind``) of float X against geomedian gm.
+
+    Works on the dense series without a gather: a NaN in any band makes that
+    observation's distance NaN, and NaN distances are dropped before the
+    median (geomad's semantics), so one streaming pass over the data suffices.
+    """
     ny, nx, nb, nt = X.shape
-    one = np.float32(1.0)
-    zero = np.float32(0.0)
     for r in prange(ny):
-        valid = np.empty(nt, dtype=np.bool_)
-        xb = np.empty((nb, max(nt, 1)), dtype=np.float64)
-        start = np.empty(nb, dtype=np.float64)
         g = np.empty(nb, dtype=np.float64)
-        buf = np.empty(max(nt, 1), dtype=np.float64)
+        buf = np.empty(nt + 1, dtype=np.float64)
+        acc = np.empty(nt + 1, dtype=np.float64)
+        dist = np.empty(nt + 1, dtype=np.float32)
+        s1 = np.empty(nt + 1, dtype=np.float32)
+        s2 = np.empty(nt + 1, dtype=np.float32)
         for c in range(nx):
-            nv = _gather(X, r, c, False, 0, one, zero, valid, xb, start)
             for j in range(nb):
                 g[j] = gm[r, c, j]
-            out[r, c] = _mad(xb, nv, g, kind, buf)
+            out[r, c] = _mad(X[r, c], nt, g, kind, buf, acc, dist, s1, s2)

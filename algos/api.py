@@ -77,9 +77,13 @@ def nangeomedian_pcm(
     eps: float = 1e-4,
     num_threads: int | None = None,
     nocheck: bool = False,
+    return_iterations: bool = False,
     **kw: Any,
-) -> NDArray[np.float32]:
+) -> Any:
     """Geometric median over the last axis of X (y, x, band, time) -> (y, x, band) float32.
+
+    With ``return_iterations=True`` returns ``(gm, iterations)``, iterations an
+    int32 (y, x) array of Weiszfeld steps per pixel.
 
     Observations with any NaN band are ignored; pixels without a valid
     observation are NaN.  ``weight`` (per time step) is not supported by the
@@ -102,6 +106,8 @@ def nangeomedian_pcm(
         K.geomedian_kernel(Xf, False, np.float32(0), np.float32(1), np.float32(0),
                            int(maxiters), float(eps), False, gm, dummy, dummy, dummy,
                            count, iters)
+    if return_iterations:
+        return gm, iters
     return gm
 
 

@@ -1,0 +1,157 @@
+"""Benchmark: algos (numba) vs geomad 1.0.0 on the standard synthetic stack.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_algos.py [--ny 200 --nx 200 --repeats 5]
+
+Standard stack: 200 x 200 pixels, 10 bands, 75 dates, 35 % of observations
+masked (NaN), 15 % bright outliers, reflectance 0-1, eps 1e-4.  Both
+implementations run side by side in the same process, interleaved, for 1
+thread and for all threads; medians over the repeats are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import algos  # noqa: E402
+
+MADS = ("emad", "smad", "bcmad")
+
+
+def synth(ny: int, nx: int, nb: int = 10, nt: int = 75, mask: float = 0.35,
+          outliers: float = 0.15, seed: int = 0) -> NDArray[np.float32]:
+    """Per-pixel spectrum + 0.02 noise, 15 % bright outliers (+0.3..0.7), 35 % NaN."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.02, 0.5, (ny, nx, nb, 1))
+    X = base + rng.normal(0.0, 0.02, (ny, nx, nb, nt))
+    bright = rng.random((ny, nx, 1, nt)) < outliers
+    X = np.where(bright, X + rng.uniform(0.3, 0.7, (ny, nx, 1, nt)), X)
+    X = np.where(rng.random((ny, nx, 1, nt)) < mask, np.nan, X)
+    return X.astype(np.float32)
+
+
+def timeit(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--ny", type=int, default=200)
+    ap.add_argument("--nx", type=int, default=200)
+    ap.add_argument("--nb", type=int, default=10)
+    ap.add_argument("--nt", type=int, default=75)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--eps", type=float, default=1e-4)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="'all threads' count")
+    args = ap.parse_args()
+
+    import geomad
+
+    warnings.simplefilter("ignore", RuntimeWarning)
+    X = synth(args.ny, args.nx, args.nb, args.nt)
+    npx = args.ny * args.nx
+    eps = args.eps
+    cube = np.where(np.isnan(X), 0, np.clip(np.round(np.nan_to_num(X) * 10000), 1, 65535))
+    cube = cube.astype(np.uint16)
+
+    # warm up / compile (numba cache=True: only the first run ever compiles)
+    t_compile, _ = timeit(lambda: algos.nangeomedian_pcm(X[:2, :2], eps=eps))
+    for name in MADS:
+        getattr(algos, f"{name}_pcm")(X[:2, :2], np.zeros((2, 2, args.nb), np.float32))
+    algos.geomedian_mads_u16(cube[:2, :2], scale=1e-4, offset=0.0)
+
+    threads = sorted({1, args.threads})
+    times: dict[tuple[str, str, int], list[float]] = {}
+
+    def rec(impl: str, what: str, nth: int, dt: float) -> None:
+        times.setdefault((impl, what, nth), []).append(dt)
+
+    gm_o = gm_r = it_o = None
+    for _ in range(args.repeats):
+        for nth in threads:
+            dt, (gm_o, it_o) = timeit(lambda n=nth: algos.nangeomedian_pcm(
+                X, eps=eps, num_threads=n, return_iterations=True))
+            rec("ours", "geomedian", nth, dt)
+            dt, gm_r = timeit(lambda n=nth: geomad.nangeomedian_pcm(X, eps=eps, num_threads=n))
+            rec("geomad", "geomedian", nth, dt)
+            for name in MADS:
+                dt, _ = timeit(lambda n=nth, f=getattr(algos, f"{name}_pcm"): f(X, gm_o, num_threads=n))
+                rec("ours", name, nth, dt)
+                dt, _ = timeit(lambda n=nth, f=getattr(geomad, f"{name}_pcm"): f(X, gm_r, num_threads=n))
+                rec("geomad", name, nth, dt)
+            dt, _ = timeit(lambda n=nth: algos.geomedian_mads_u16(
+                cube, scale=1e-4, offset=0.0, eps=eps, num_threads=n))
+            rec("ours", "u16 fused gm+3 MADs", nth, dt)
+            rec("geomad", "u16 fused gm+3 MADs", nth, sum(
+                times[("geomad", w, nth)][-1] for w in ("geomedian", *MADS)))
+
+    assert gm_o is not None and gm_r is not None and it_o is not None
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"# algos vs geomad {geomad.__version__}: {args.ny}x{args.nx} px, {args.nb} bands, "
+          f"{args.nt} dates, 35% masked, 15% outliers, eps={eps:g}, repeats={args.repeats} "
+          f"(medians), cpus={os.cpu_count()}")
+    print(f"# first-call time incl. numba load/compile: {t_compile:.2f} s\n")
+    print("| step | threads | ours kpx/s | geomad kpx/s | speed-up |")
+    print("|---|---:|---:|---:|---:|")
+    for what in ("geomedian", *MADS, "u16 fused gm+3 MADs"):
+        for nth in threads:
+            o = npx / med[("ours", what, nth)] / 1e3
+            r = npx / med[("geomad", what, nth)] / 1e3
+            note = " (geomad: sum of its 4 calls)" if what.startswith("u16") else ""
+            print(f"| {what}{note} | {nth} | {o:.0f} | {r:.0f} | {o / r:.2f}x |")
+    if len(threads) > 1:
+        n2 = threads[-1]
+        print(f"\n| scaling 1 -> {n2} threads | ours | geomad |\n|---|---:|---:|")
+        for what in ("geomedian", *MADS, "u16 fused gm+3 MADs"):
+            if what.startswith("u16"):
+                so = med[("ours", what, 1)] / med[("ours", what, n2)]
+                print(f"| {what} | {so:.2f}x | |")
+                continue
+            so = med[("ours", what, 1)] / med[("ours", what, n2)]
+            sr = med[("geomad", what, 1)] / med[("geomad", what, n2)]
+            print(f"| {what} | {so:.2f}x | {sr:.2f}x |")
+
+    ok = ~np.isnan(gm_r).any(axis=2)
+    err = np.linalg.norm(gm_o - gm_r, axis=-1)[ok]
+    Xd = X.astype(np.float64)
+    f_o = np.nansum(np.linalg.norm(Xd - gm_o[..., None], axis=2), axis=2)[ok]
+    f_r = np.nansum(np.linalg.norm(Xd - gm_r[..., None], axis=2), axis=2)[ok]
+    rel = (f_o - f_r) / f_r
+    print("\n## accuracy vs geomad (reflectance units)")
+    print(f"- geomedian ||ours - geomad||: median {np.median(err):.2e}, "
+          f"p99.9 {np.quantile(err, 0.999):.2e}, max {err.max():.2e}")
+    print(f"- objective sum_t||x_t - m||, (ours - geomad)/geomad: median {np.median(rel):.1e}, "
+          f"max {rel.max():.1e}; ours better on {np.mean(rel < 0) * 100:.1f}% of pixels, "
+          f"worse by >1e-6 on {np.sum(rel > 1e-6)}")
+    for name in MADS:
+        a = getattr(algos, f"{name}_pcm")(X, gm_o)
+        b = getattr(geomad, f"{name}_pcm")(X, gm_r, num_threads=args.threads)
+        d = np.abs(a - b)[ok]
+        print(f"- {name} |ours - geomad|: median {np.median(d):.1e}, p99.9 "
+              f"{np.quantile(d, 0.999):.1e}, max {d.max():.1e}")
+    it = it_o[ok].astype(np.float64)
+    t1 = med[("ours", "geomedian", 1)]
+    print("\n## Weiszfeld iterations per pixel (eps={:g})".format(eps))
+    print(f"- mean {it.mean():.2f}, p99 {np.quantile(it, 0.99):.0f}, max {it.max():.0f}")
+    print(f"- ours, 1 thread: {it.sum() / t1 / 1e6:.2f} M pixel-iterations/s "
+          f"({t1 / it.sum() * 1e9:.0f} ns per pixel-iteration)")
+
+
+if __name__ == "__main__":
+    main()
