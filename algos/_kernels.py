@@ -108,40 +108,38 @@ def _weiszfeld(xb, nv: int, y, y1, yf, dd, inv, T, maxiters: int,
                eps: float) -> tuple[int, bool]:  # type: ignore[no-untyped-def]
     """Vardi-Zhang modified Weiszfeld iteration on ``xb[:, :nv]``, in place on ``y``.
 
-    The O(nb * nv) passes (distances, weighted sums) run in float32 over the
-    observation axis (8/16 SIMD lanes); the O(nb) iterate update and the
-    step length run in float64.  This mirrors geomad, which keeps the iterate,
-    distances and weights in float32 storage.  Returns (iterations, final
-    step was NaN).
+    The inner O(nb * nv) loops run over the observation axis (SIMD).  The
+    squared distances and the weights 1/d are computed in float32 (geomad
+    stores D and 1/D as float32 too; this halves the cost of the sqrt/div
+    pass), the weighted sums T, the iterate and the step length in float64.
+    Returns (iterations, final step was NaN).
     """
     nb = xb.shape[0]
     it = 0
     nan_step = False
-    one = 1.0
     zero = 0.0
     while it < maxiters:
         for j in range(nb):
-            yf[j] = y[j]
+            yf[j] = np.float32(y[j])
         # squared distances, vectorised over observations
         for k in range(nv):
-            dd[k] = zero
+            dd[k] = 0
         for j in range(nb):
             yj = yf[j]
             row = xb[j]
             for k in range(nv):
-                diff = np.float64(row[k]) - yj
+                diff = row[k] - yj
                 dd[k] += diff * diff
         S = zero
         nz = 0
         for k in range(nv):
             q = dd[k]
-            # an observation coinciding with the iterate gets weight 1 (as geomad);
-            # 1/d in float32 like geomad's Dinv storage (halves the sqrt/div cost)
-            w = np.float64(np.float32(1.0) / np.sqrt(np.float32(max(q, 1e-30))))
-            w = one if q == zero else w
-            nz += q == zero
+            # an observation coinciding with the iterate gets weight 1 (as geomad)
+            w = np.float32(1.0) / np.sqrt(q)
+            w = np.float32(1.0) if q == 0 else w
+            nz += q == 0
             inv[k] = w
-            S += w
+            S += np.float64(w)
         Sd = S
         for j in range(nb):
             row = xb[j]
@@ -185,48 +183,13 @@ def _weiszfeld(xb, nv: int, y, y1, yf, dd, inv, T, maxiters: int,
 
 
 @njit(cache=True, error_model="numpy")
-def _select(a, n: int, kth: int) -> float:
-    """Quickselect: partially sort ``a[:n]`` in place so a[kth] is the kth smallest."""
-    lo = 0
-    hi = n - 1
-    while hi > lo:
-        mid = (lo + hi) >> 1
-        # median of three pivot
-        if a[mid] < a[lo]:
-            a[mid], a[lo] = a[lo], a[mid]
-        if a[hi] < a[lo]:
-            a[hi], a[lo] = a[lo], a[hi]
-        if a[hi] < a[mid]:
-            a[hi], a[mid] = a[mid], a[hi]
-        pivot = a[mid]
-        i = lo
-        j = hi
-        while i <= j:
-            while a[i] < pivot:
-                i += 1
-            while a[j] > pivot:
-                j -= 1
-            if i <= j:
-                a[i], a[j] = a[j], a[i]
-                i += 1
-                j -= 1
-        if kth <= j:
-            hi = j
-        elif kth >= i:
-            lo = i
-        else:
-            break
-    return a[kth]
-
-
-@njit(cache=True, error_model="numpy")
 def _select_bf(a, b, n: int, k: int):  # type: ignore[no-untyped-def]
     """k-th smallest (0-based) of ``a[:n]``; ``a`` and ``b`` are both used as scratch.
 
     Quickselect with a branch-free three-way partition into the other buffer
     (every element is stored at both ends, the cursors advance on the
     comparison results), so there are no unpredictable branches; small
-    ranges finish with an insertion sort.
+    ranges finish with a branch-free rank count.
     """
     src = a
     dst = b
@@ -254,14 +217,19 @@ def _select_bf(a, b, n: int, k: int):  # type: ignore[no-untyped-def]
             s0 = ih + 1
             n = n - 1 - ih
         src, dst = dst, src
-    for i in range(s0 + 1, s0 + n):
-        x = src[i]
-        j = i - 1
-        while j >= s0 and src[j] > x:
-            src[j + 1] = src[j]
-            j -= 1
-        src[j + 1] = x
-    return src[s0 + k]
+    # small range: branch-free rank selection (a[i] occupies sorted positions
+    # [#{a < a[i]}, #{a <= a[i]}))
+    res = src[s0]
+    for i in range(s0, s0 + n):
+        ai = src[i]
+        lt = 0
+        le = 0
+        for j in range(s0, s0 + n):
+            x = src[j]
+            lt += x < ai
+            le += x <= ai
+        res = ai if (lt <= k and k < le) else res
+    return res
 
 
 @njit(cache=True, error_model="numpy")
@@ -366,11 +334,11 @@ def geomedian_kernel(X, use_nodata: bool, nodata, scale, offset, maxiters: int, 
         xb = np.empty((nb, nt + 1), dtype=np.float32)
         y = np.empty(nb, dtype=np.float64)
         y1 = np.empty(nb, dtype=np.float64)
-        yf = np.empty(nb, dtype=np.float64)
+        yf = np.empty(nb, dtype=np.float32)
         T = np.empty(nb, dtype=np.float64)
         g = np.empty(nb, dtype=np.float64)
-        dd = np.empty(nt + 1, dtype=np.float64)
-        inv = np.empty(nt + 1, dtype=np.float64)
+        dd = np.empty(nt + 1, dtype=np.float32)
+        inv = np.empty(nt + 1, dtype=np.float32)
         buf = np.empty(nt + 1, dtype=np.float64)
         acc = np.empty(nt + 1, dtype=np.float64)
         dist = np.empty(nt + 1, dtype=np.float32)

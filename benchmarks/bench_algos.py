@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import algos  # noqa: E402
+import algos
 
 MADS = ("emad", "smad", "bcmad")
 
@@ -44,10 +44,12 @@ def synth(ny: int, nx: int, nb: int = 10, nt: int = 75, mask: float = 0.35,
     return X.astype(np.float32)
 
 
-def timeit(fn: Callable[[], Any]) -> tuple[float, Any]:
+def timeit(fn: Callable[[], Any]) -> tuple[tuple[float, float], Any]:
+    """((wall seconds, process CPU seconds summed over threads), result)."""
+    c0 = time.process_time()
     t0 = time.perf_counter()
     out = fn()
-    return time.perf_counter() - t0, out
+    return (time.perf_counter() - t0, time.process_time() - c0), out
 
 
 def main() -> None:
@@ -77,55 +79,70 @@ def main() -> None:
     algos.geomedian_mads_u16(cube[:2, :2], scale=1e-4, offset=0.0)
 
     threads = sorted({1, args.threads})
+    load0 = os.getloadavg()
     times: dict[tuple[str, str, int], list[float]] = {}
+    cpu: dict[tuple[str, str, int], list[float]] = {}
 
-    def rec(impl: str, what: str, nth: int, dt: float) -> None:
-        times.setdefault((impl, what, nth), []).append(dt)
+    def rec(impl: str, what: str, nth: int, dt: tuple[float, float]) -> None:
+        times.setdefault((impl, what, nth), []).append(dt[0])
+        cpu.setdefault((impl, what, nth), []).append(dt[1])
+
+    def call(f: Callable[..., Any], *a: Any, **k: Any) -> Callable[[], Any]:
+        return lambda: f(*a, **k)
 
     gm_o = gm_r = it_o = None
     for _ in range(args.repeats):
         for nth in threads:
-            dt, (gm_o, it_o) = timeit(lambda n=nth: algos.nangeomedian_pcm(
-                X, eps=eps, num_threads=n, return_iterations=True))
+            dt, (gm_o, it_o) = timeit(call(algos.nangeomedian_pcm, X, eps=eps, num_threads=nth,
+                                           return_iterations=True))
             rec("ours", "geomedian", nth, dt)
-            dt, gm_r = timeit(lambda n=nth: geomad.nangeomedian_pcm(X, eps=eps, num_threads=n))
+            dt, gm_r = timeit(call(geomad.nangeomedian_pcm, X, eps=eps, num_threads=nth))
             rec("geomad", "geomedian", nth, dt)
             for name in MADS:
-                dt, _ = timeit(lambda n=nth, f=getattr(algos, f"{name}_pcm"): f(X, gm_o, num_threads=n))
+                dt, _ = timeit(call(getattr(algos, f"{name}_pcm"), X, gm_o, num_threads=nth))
                 rec("ours", name, nth, dt)
-                dt, _ = timeit(lambda n=nth, f=getattr(geomad, f"{name}_pcm"): f(X, gm_r, num_threads=n))
+                dt, _ = timeit(call(getattr(geomad, f"{name}_pcm"), X, gm_r, num_threads=nth))
                 rec("geomad", name, nth, dt)
-            dt, _ = timeit(lambda n=nth: algos.geomedian_mads_u16(
-                cube, scale=1e-4, offset=0.0, eps=eps, num_threads=n))
+            dt, _ = timeit(call(algos.geomedian_mads_u16, cube, scale=1e-4, offset=0.0, eps=eps,
+                                num_threads=nth))
             rec("ours", "u16 fused gm+3 MADs", nth, dt)
-            rec("geomad", "u16 fused gm+3 MADs", nth, sum(
-                times[("geomad", w, nth)][-1] for w in ("geomedian", *MADS)))
+            rec("geomad", "u16 fused gm+3 MADs", nth, (
+                sum(times[("geomad", w, nth)][-1] for w in ("geomedian", *MADS)),
+                sum(cpu[("geomad", w, nth)][-1] for w in ("geomedian", *MADS))))
 
     assert gm_o is not None and gm_r is not None and it_o is not None
     med = {k: statistics.median(v) for k, v in times.items()}
+    cmed = {k: statistics.median(v) for k, v in cpu.items()}
     print(f"# algos vs geomad {geomad.__version__}: {args.ny}x{args.nx} px, {args.nb} bands, "
           f"{args.nt} dates, 35% masked, 15% outliers, eps={eps:g}, repeats={args.repeats} "
           f"(medians), cpus={os.cpu_count()}")
-    print(f"# first-call time incl. numba load/compile: {t_compile:.2f} s\n")
-    print("| step | threads | ours kpx/s | geomad kpx/s | speed-up |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"# first-call time incl. numba load/compile: {t_compile[0]:.2f} s")
+    print(f"# load average before/after: {load0[0]:.2f} / {os.getloadavg()[0]:.2f}\n")
+    print("kpx/s = 1000 pixels per second of wall time; 'CPU' columns: per second of process "
+          "CPU time summed over threads (robust to other load on the machine).\n")
+    print("| step | threads | ours kpx/s | geomad kpx/s | speed-up | ours kpx/CPU-s | "
+          "geomad kpx/CPU-s | speed-up (CPU) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for what in ("geomedian", *MADS, "u16 fused gm+3 MADs"):
         for nth in threads:
             o = npx / med[("ours", what, nth)] / 1e3
             r = npx / med[("geomad", what, nth)] / 1e3
+            oc = npx / cmed[("ours", what, nth)] / 1e3
+            rc = npx / cmed[("geomad", what, nth)] / 1e3
             note = " (geomad: sum of its 4 calls)" if what.startswith("u16") else ""
-            print(f"| {what}{note} | {nth} | {o:.0f} | {r:.0f} | {o / r:.2f}x |")
+            print(f"| {what}{note} | {nth} | {o:.0f} | {r:.0f} | {o / r:.2f}x | {oc:.0f} | "
+                  f"{rc:.0f} | {oc / rc:.2f}x |")
     if len(threads) > 1:
         n2 = threads[-1]
-        print(f"\n| scaling 1 -> {n2} threads | ours | geomad |\n|---|---:|---:|")
+        print(f"\n| scaling 1 -> {n2} threads (wall) | ours | geomad | ours: cores "
+              f"actually used (CPU/wall at {n2} thr.) | ours: CPU-time overhead of {n2} thr. |")
+        print("|---|---:|---:|---:|---:|")
         for what in ("geomedian", *MADS, "u16 fused gm+3 MADs"):
-            if what.startswith("u16"):
-                so = med[("ours", what, 1)] / med[("ours", what, n2)]
-                print(f"| {what} | {so:.2f}x | |")
-                continue
             so = med[("ours", what, 1)] / med[("ours", what, n2)]
             sr = med[("geomad", what, 1)] / med[("geomad", what, n2)]
-            print(f"| {what} | {so:.2f}x | {sr:.2f}x |")
+            used = cmed[("ours", what, n2)] / med[("ours", what, n2)]
+            ovh = cmed[("ours", what, n2)] / cmed[("ours", what, 1)] - 1
+            print(f"| {what} | {so:.2f}x | {sr:.2f}x | {used:.2f} | {ovh * 100:+.0f}% |")
 
     ok = ~np.isnan(gm_r).any(axis=2)
     err = np.linalg.norm(gm_o - gm_r, axis=-1)[ok]
@@ -146,10 +163,10 @@ def main() -> None:
         print(f"- {name} |ours - geomad|: median {np.median(d):.1e}, p99.9 "
               f"{np.quantile(d, 0.999):.1e}, max {d.max():.1e}")
     it = it_o[ok].astype(np.float64)
-    t1 = med[("ours", "geomedian", 1)]
-    print("\n## Weiszfeld iterations per pixel (eps={:g})".format(eps))
+    t1 = cmed[("ours", "geomedian", 1)]
+    print(f"\n## Weiszfeld iterations per pixel (eps={eps:g})")
     print(f"- mean {it.mean():.2f}, p99 {np.quantile(it, 0.99):.0f}, max {it.max():.0f}")
-    print(f"- ours, 1 thread: {it.sum() / t1 / 1e6:.2f} M pixel-iterations/s "
+    print(f"- ours, 1 thread: {it.sum() / t1 / 1e6:.2f} M pixel-iterations per CPU-second "
           f"({t1 / it.sum() * 1e9:.0f} ns per pixel-iteration)")
 
 
