@@ -7,7 +7,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import numba
 import numpy as np
@@ -70,6 +70,33 @@ def _as_stack(X: ArrayLike, ndim: int = 4, name: str = "X") -> NDArray[np.float3
     return np.ascontiguousarray(arr)
 
 
+@overload
+def nangeomedian_pcm(
+    X: ArrayLike,
+    weight: ArrayLike | None = ...,
+    maxiters: int = ...,
+    eps: float = ...,
+    num_threads: int | None = ...,
+    nocheck: bool = ...,
+    return_iterations: Literal[False] = ...,
+    **kw: Any,
+) -> NDArray[np.float32]: ...
+
+
+@overload
+def nangeomedian_pcm(
+    X: ArrayLike,
+    weight: ArrayLike | None = ...,
+    maxiters: int = ...,
+    eps: float = ...,
+    num_threads: int | None = ...,
+    nocheck: bool = ...,
+    *,
+    return_iterations: Literal[True],
+    **kw: Any,
+) -> tuple[NDArray[np.float32], NDArray[np.int32]]: ...
+
+
 def nangeomedian_pcm(
     X: ArrayLike,
     weight: ArrayLike | None = None,
@@ -79,7 +106,7 @@ def nangeomedian_pcm(
     nocheck: bool = False,
     return_iterations: bool = False,
     **kw: Any,
-) -> Any:
+) -> NDArray[np.float32] | tuple[NDArray[np.float32], NDArray[np.int32]]:
     """Geometric median over the last axis of X (y, x, band, time) -> (y, x, band) float32.
 
     With ``return_iterations=True`` returns ``(gm, iterations)``, iterations an

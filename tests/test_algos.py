@@ -302,3 +302,27 @@ def test_u16_memory_bounded_by_row_block() -> None:
         assert extra < allowed, (backend, extra, allowed)
         assert extra < cube.nbytes // 4  # a full float32 copy would be 2x cube.nbytes
         assert res.count.max() == 4
+
+
+def test_deterministic_across_threads_and_row_blocks() -> None:
+    X = synth(23, 17, 7, 33, seed=21)
+    a, ia = algos.nangeomedian_pcm(X, num_threads=1, return_iterations=True)
+    b, ib = algos.nangeomedian_pcm(X, num_threads=2, return_iterations=True)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ia, ib)
+    cube = to_u16(X, 1e-4, 0.0)
+    r1 = algos.geomedian_mads_u16(cube, scale=1e-4, offset=0.0, row_block=1, num_threads=1)
+    r2 = algos.geomedian_mads_u16(cube, scale=1e-4, offset=0.0, row_block=64, num_threads=2)
+    for name in ("gm", *MADS, "count", "iterations"):
+        np.testing.assert_array_equal(getattr(r1, name), getattr(r2, name))
+
+
+def test_maxiters_and_eps_respected() -> None:
+    X = synth(10, 10, 5, 30, seed=8)
+    _, it = algos.nangeomedian_pcm(X, maxiters=3, return_iterations=True)
+    assert it.max() <= 3
+    _, it_loose = algos.nangeomedian_pcm(X, eps=1e-2, return_iterations=True)
+    _, it_tight = algos.nangeomedian_pcm(X, eps=1e-7, return_iterations=True)
+    assert it_loose.mean() < it_tight.mean()
+    gm = algos.nangeomedian_pcm(X, maxiters=0)
+    assert np.isfinite(gm).all()  # the starting point, not garbage
