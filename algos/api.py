@@ -48,16 +48,21 @@ class GeomadResult:
 
 @contextlib.contextmanager
 def numba_threads(num_threads: int | None) -> Iterator[int]:
-    """Temporarily set the numba thread count (clamped to 1..NUMBA_NUM_THREADS)."""
+    """Temporarily set the numba thread count (clamped to 1..NUMBA_NUM_THREADS).
+
+    Also sets the parallel chunk size to 1 row, so rows are handed out
+    dynamically: row costs vary with cloud cover (and with other load on the
+    machine), which a static split of the rows would not balance.
+    """
     old = numba.get_num_threads()
-    if num_threads is None:
-        yield old
-        return
-    n = max(1, min(int(num_threads), numba.config.NUMBA_NUM_THREADS))
+    old_chunk = numba.get_parallel_chunksize()
+    n = old if num_threads is None else max(1, min(int(num_threads), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)
+    numba.set_parallel_chunksize(1)
     try:
         yield n
     finally:
+        numba.set_parallel_chunksize(old_chunk)
         numba.set_num_threads(old)
 
 
