@@ -22,10 +22,10 @@ from odc.geo.gridspec import GridSpec
 from runner.config import GridConfig
 from runner.errors import UserInputError
 
-#: A tile id: ``x`` and ``y`` indices of 3 to 5 digits, optionally negative. Anchored: nothing else
-#: (no path separators, no shell metacharacters) can pass, so ids are safe in paths, URLs and
-#: Kubernetes names.
-TILE_ID_RE = re.compile(r"^x(-?\d{3,5})y(-?\d{3,5})$")
+#: A tile id: ``x`` and ``y`` indices zero-padded to 3 characters (``x017``; negative: ``x-01``),
+#: at most 5 digits. Anchored: nothing else (no path separators, no shell metacharacters) can
+#: pass, so ids are safe in paths, URLs and Kubernetes names.
+TILE_ID_RE = re.compile(r"x(-\d{2,5}|\d{3,5})y(-\d{2,5}|\d{3,5})")
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -41,7 +41,7 @@ class TileId:
     @classmethod
     def parse(cls, text: str) -> TileId:
         """Parse ``x017y156``; anything else raises :class:`UserInputError`."""
-        m = TILE_ID_RE.match(text.strip()) if isinstance(text, str) and len(text) <= 16 else None
+        m = TILE_ID_RE.fullmatch(text) if isinstance(text, str) and len(text) <= 16 else None
         if m is None:
             shown = text if isinstance(text, str) and len(text) <= 40 else repr(text)[:40] + "…"
             raise UserInputError(f"invalid tile id {shown!r}: expected the form x###y### (e.g. x017y156)")

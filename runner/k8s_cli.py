@@ -112,8 +112,13 @@ def _job_options(fn: F) -> F:
 
 
 def _load_plan(url: str) -> Any:
+    """Load a plan; a relative local path is made absolute (the Jobs carry the location)."""
+    import os
+
     from runner.plan import Plan
 
+    if "://" not in url:
+        url = os.path.abspath(url)
     return Plan.load(url)
 
 

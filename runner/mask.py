@@ -48,11 +48,13 @@ def clear_mask(scl: da.Array, cfg: MaskConfig) -> da.Array:
     """Lazy boolean (time, y, x) array: True where an observation is clear."""
     cloud = da.isin(scl, np.asarray(cfg.cloud_classes, dtype=scl.dtype))
     if cfg.opening > 0 or cfg.dilation > 0:
-        h = halo(cfg)
-        depth = {0: 0, 1: h, 2: h}
-        cloud = da.map_overlap(
-            cleanup, cloud, depth=depth, boundary="none", dtype=bool,
-            opening=cfg.opening, dilation=cfg.dilation,
-        )  # fmt: skip
+        kw = {"opening": cfg.opening, "dilation": cfg.dilation}
+        if len(cloud.chunks[1]) == 1 and len(cloud.chunks[2]) == 1:
+            # one spatial chunk: no neighbours to borrow from (and map_overlap needs depth <= size)
+            cloud = da.map_blocks(cleanup, cloud, dtype=bool, **kw)
+        else:
+            h = halo(cfg)
+            cloud = da.map_overlap(cleanup, cloud, depth={0: 0, 1: h, 2: h}, boundary="none",
+                                   dtype=bool, **kw)  # fmt: skip
     bad = da.isin(scl, np.asarray(cfg.nodata_classes, dtype=scl.dtype))
     return ~(bad | cloud)

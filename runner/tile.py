@@ -137,6 +137,22 @@ def _probe_asset(href: str, retries: int) -> str | None:
     return err
 
 
+def gdal_environment(config: RunConfig) -> dict[str, str]:
+    """GDAL settings of the worker: a small block cache (the cube is the only big buffer), no
+    directory listings on open, and HTTP retries for remote COGs. Existing variables win."""
+    env = {
+        "GDAL_CACHEMAX": "64",  # MB; each COG block is read once into the cube
+        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+        "GDAL_HTTP_MAX_RETRY": str(config.input.retries),
+        "GDAL_HTTP_RETRY_DELAY": "1",
+        "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.jp2",
+        "VSI_CACHE": "FALSE",
+    }
+    for k, v in env.items():
+        os.environ.setdefault(k, v)
+    return {k: os.environ[k] for k in env}
+
+
 def lazy_stack(items: list[dict[str, Any]], config: RunConfig, geobox: GeoBox) -> tuple[Any, tuple[str, ...]]:
     """The masked observations as a lazy uint16 Dask array (y, x, band, time), and their dates."""
     import dask.array as da
@@ -188,6 +204,7 @@ def load_cube(
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
     heartbeat = heartbeat or Heartbeat()
+    gdal_environment(config)
     hrefs = _hrefs(items)
     threads = config.input.threads or os.cpu_count() or 1
     for attempt in range(2):

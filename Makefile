@@ -1,0 +1,35 @@
+# Two commands do all the set-up on a fresh machine (Python 3.11+ with pip):
+#   make demo   – install into .venv and run `gmrun demo` (synthetic catalog → plan → 4 tiles → mosaic.png)
+#   make test   – install into .venv (+ test extras, etcd, the kube-apiserver test build) and run the tests
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(PY) -m uv
+
+.PHONY: demo test install install-test k8s-binaries lint bench clean
+
+$(BIN)/gmrun: pyproject.toml
+	$(PY) -m pip install --quiet uv
+	$(UV) venv --allow-existing --python $(PY) $(VENV)
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/gmrun
+
+demo: install
+	$(BIN)/gmrun demo gmrun-demo
+
+k8s-binaries:
+	bash .ci/k8s-setup.sh
+
+lint: install
+	$(BIN)/ruff check runner algos tests benchmarks
+
+test: install k8s-binaries lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: install
+	$(BIN)/python benchmarks/bench_algos.py
+
+clean:
+	rm -rf $(VENV) gmrun-demo gmrun-out

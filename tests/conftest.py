@@ -1,0 +1,89 @@
+"""Shared fixtures: one synthetic Sentinel-2 catalog per test session, and plans over it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from runner.catalog import read_items
+from runner.config import RunConfig, parse_config
+from runner.demo import DEMO_PERIOD, DemoLayout, demo_layout
+from runner.grid import TileGrid
+from runner.period import Period
+from runner.plan import Plan, build_plan
+from runner.synth import SynthResult, synthesize
+
+REPO = Path(__file__).resolve().parents[1]
+N_DATES = 40
+
+
+@dataclass(frozen=True)
+class Synth:
+    root: Path
+    layout: DemoLayout
+    result: SynthResult
+
+
+@pytest.fixture(scope="session")
+def synth_catalog(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    """The demo area (2×2 tiles of 360 px straddling 30° E), 40 dates of 2023, seed 7."""
+    root = tmp_path_factory.mktemp("synth")
+    layout = demo_layout(360)
+    res = synthesize(root / "catalog", layout.bbox, *DEMO_PERIOD, n_dates=N_DATES, seed=7)
+    return Synth(root, layout, res)
+
+
+def make_plan(synth: Synth, folder: Path, config: RunConfig, tiles: list | None = None) -> Plan:
+    grid = TileGrid.from_config(config.grid)
+    from odc.geo import CRS
+    from odc.geo.geom import box
+
+    region = box(*synth.layout.bbox, CRS("EPSG:4326"))
+    wanted = tiles if tiles is not None else [t for t in grid.tiles(region) if t in synth.layout.tiles]
+    p, items = build_plan(config, wanted, read_items(str(synth.result.catalog)), Period(*DEMO_PERIOD))
+    return p.save(str(folder), items)
+
+
+def with_changes(config: RunConfig, **sections: dict) -> RunConfig:
+    data = config.model_dump(mode="json")
+    for k, v in sections.items():
+        data[k] = {**data[k], **v}
+    return parse_config(data)
+
+
+def gmrun(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "runner.cli", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ExactRun:
+    """All demo tiles computed with morphology off (opening 0, dilation 0): exact truth tests."""
+
+    synth: Synth
+    plan: Plan
+    out: Path
+
+
+@pytest.fixture(scope="session")
+def exact_run(synth_catalog: Synth, tmp_path_factory: pytest.TempPathFactory) -> ExactRun:
+    root = tmp_path_factory.mktemp("exact")
+    cfg = with_changes(synth_catalog.layout.config, mask={"opening": 0, "dilation": 0},
+                       output={"location": str(root / "out")})  # fmt: skip
+    plan = make_plan(synth_catalog, root / "plan", cfg)
+    proc = gmrun("run", "--plan", plan.url)
+    assert proc.returncode == 0, proc.stderr
+    return ExactRun(synth_catalog, plan, root / "out")
+
+
+__all__ = ["N_DATES", "REPO", "ExactRun", "Synth", "date", "gmrun", "make_plan", "with_changes"]

@@ -1,0 +1,108 @@
+"""Bad input gets one line on stderr and exit code 2 — never a traceback (real CLI, real files)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from runner.grid import TileId
+from runner.outputs import TileOutputs
+from tests.conftest import Synth, gmrun, make_plan, with_changes
+
+
+def assert_clean_error(proc, *needles: str, code: int = 2) -> None:
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr
+    for n in needles:
+        assert n in errors[0], errors[0]
+
+
+def test_missing_plan(tmp_path: Path) -> None:
+    assert_clean_error(gmrun("run-tile", "--plan", str(tmp_path / "nope"), "--tile", "x001y001"), "plan not found")
+
+
+@pytest.mark.parametrize("tile", ["x1y1", "../../etc/passwd", "x001y001;ls", "x" + "9" * 80 + "y1"])
+def test_bad_tile_id(tmp_path: Path, tile: str) -> None:
+    assert_clean_error(gmrun("run-tile", "--plan", str(tmp_path), "--tile", tile), "invalid tile id")
+
+
+def test_bad_config_value(tmp_path: Path) -> None:
+    cfg = tmp_path / "gmrun.yaml"
+    cfg.write_text("algorithm:\n  maxiters: 0\n")
+    items = tmp_path / "items.ndjson"
+    items.write_text("")
+    proc = gmrun("plan", "--catalog", str(items), "--bbox", "30,-2,30.1,-1.9", "--year", "2023", "--config", str(cfg))
+    assert_clean_error(proc, "algorithm.maxiters")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--bbox", "30,-2,200,-1.9", "--year", "2023"], "out of range"),
+        (["--bbox", "30,-2", "--year", "2023"], "invalid bbox"),
+        (["--bbox", "30,-2,30.1,-1.9", "--period", "someday"], "invalid period"),
+        (["--year", "2023"], "give a region"),
+    ],
+)
+def test_bad_plan_arguments(tmp_path: Path, args: list[str], needle: str) -> None:
+    items = tmp_path / "items.ndjson"
+    items.write_text("")
+    assert_clean_error(gmrun("plan", "--catalog", str(items), *args), needle)
+
+
+@pytest.mark.slow
+def test_tile_not_in_plan_and_empty_tile(synth_catalog: Synth, tmp_path: Path) -> None:
+    cfg = with_changes(synth_catalog.layout.config, output={"location": str(tmp_path / "out")})
+    far = TileId(40, 40)  # 144 km away: no items
+    plan = make_plan(synth_catalog, tmp_path / "plan", cfg, tiles=[TileId(0, 0), far])
+    assert plan.tile(far).n_items == 0
+    assert_clean_error(gmrun("run-tile", "--plan", plan.url, "--tile", "x005y005"), "not in the plan")
+    proc = gmrun("run-tile", "--plan", plan.url, "--tile", str(far))
+    assert_clean_error(proc, "empty")
+    assert not (tmp_path / "out").exists(), "an empty tile writes nothing"
+
+
+@pytest.mark.slow
+def test_unreadable_asset_is_named_and_leaves_no_done_marker(synth_catalog: Synth, tmp_path: Path) -> None:
+    cfg = with_changes(synth_catalog.layout.config, output={"location": str(tmp_path / "out")},
+                       input={"retries": 1})  # fmt: skip
+    tile = TileId(1, 0)
+    plan = make_plan(synth_catalog, tmp_path / "plan", cfg, tiles=[tile])
+    items_file = Path(plan.folder) / plan.tile(tile).items_href
+    items = [json.loads(line) for line in items_file.read_text().splitlines()]
+    victim = items[5]["assets"]["B11"]
+    good = Path(victim["href"])
+    broken = tmp_path / "broken" / good.name
+    broken.parent.mkdir()
+    broken.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # a truncated COG
+    victim["href"] = str(broken)
+    items_file.write_text("".join(json.dumps(it) + "\n" for it in items))
+    proc = gmrun("run-tile", "--plan", plan.url, "--tile", str(tile))
+    assert_clean_error(proc, "unreadable", str(broken))
+    out = TileOutputs.of(plan.config, tile, plan.period)
+    assert not Path(out.item_url).exists()
+    # fix the asset: the same command now completes the tile
+    shutil.copyfile(good, broken)
+    again = gmrun("run-tile", "--plan", plan.url, "--tile", str(tile))
+    assert again.returncode == 0, again.stderr
+    assert out.is_done()
+
+
+@pytest.mark.slow
+def test_demo_command(tmp_path: Path) -> None:
+    proc = gmrun("demo", str(tmp_path / "demo"), "--tile-px", "96", "--dates", "6")
+    assert proc.returncode == 0, proc.stderr
+    png = tmp_path / "demo" / "mosaic.png"
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.size == (192, 192)
+        assert len(set(im.convert("L").getdata())) > 20, "the mosaic should not be flat"
+    # a second run skips the done tiles
+    again = gmrun("demo", str(tmp_path / "demo"), "--tile-px", "96", "--dates", "6")
+    assert again.returncode == 0 and again.stderr.count("skipped") >= 4, again.stderr

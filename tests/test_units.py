@@ -1,0 +1,178 @@
+"""Fast unit tests: config, grid, periods, plans, masking."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import dask.array as da
+import numpy as np
+import pytest
+from odc.geo import CRS, yx_
+from odc.geo.geom import box
+from odc.geo.gridspec import GridSpec
+
+from runner.config import RunConfig, load_config, parse_config
+from runner.errors import UserInputError
+from runner.grid import TileGrid, TileId
+from runner.mask import cleanup, clear_mask, disk
+from runner.period import Period
+from runner.plan import Plan, Resources, make_tile_plan, size_class
+
+
+# --- config -----------------------------------------------------------------------------------------
+def test_defaults_need_no_file() -> None:
+    cfg = load_config(None)
+    assert cfg.grid.crs == "EPSG:6933" and cfg.grid.tile_size == 96_000
+    assert cfg.mask.opening == 2 and cfg.mask.dilation == 5
+    assert len(cfg.bands) == 10
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"algorithm": {"eps": 0}}, "algorithm.eps"),
+        ({"algorithm": {"epsilon": 1}}, "algorithm.epsilon"),
+        ({"bands": []}, "bands"),
+        ({"product": {"name": "../../etc"}}, "product.name"),
+        ({"mask": {"dilation": -1}}, "mask.dilation"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_key(doc: dict, message: str) -> None:
+    with pytest.raises(UserInputError) as e:
+        parse_config(doc, "gmrun.yaml")
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_config_file_errors(tmp_path) -> None:
+    with pytest.raises(UserInputError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("algorithm: [1, 2\n")
+    with pytest.raises(UserInputError, match="not valid YAML"):
+        load_config(bad)
+
+
+# --- tile ids and the grid -----------------------------------------------------------------------------
+def test_tile_id_roundtrip() -> None:
+    for t in (TileId(17, 156), TileId(0, 0), TileId(-1, -12), TileId(12345, 7)):
+        assert TileId.parse(str(t)) == t
+    assert str(TileId(17, 156)) == "x017y156"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["x17y156", "x017", "../x017y156", "x017y156/../../etc", "x017y156;rm -rf /", "x017y156 ", "X017Y156",
+     "x017y156\n", "x" + "1" * 60 + "y001", "$(id)", ""],
+)  # fmt: skip
+def test_bad_tile_ids_are_refused(bad: str) -> None:
+    with pytest.raises(UserInputError, match="invalid tile id"):
+        TileId.parse(bad)
+
+
+def test_grid_agrees_with_odc_geo_gridspec_africa_10() -> None:
+    grid = TileGrid.from_config(RunConfig().grid)
+    gs = GridSpec(crs=CRS("EPSG:6933"), tile_shape=(9600, 9600), resolution=10,
+                  origin=yx_(-7_392_000, -17_376_000))  # odc-stats GRIDS["africa_10"]  # fmt: skip
+    for ix, iy in [(0, 0), (17, 156), (199, 60), (105, 77)]:
+        ours, theirs = grid.geobox(TileId(ix, iy)), gs.tile_geobox((ix, iy))
+        assert ours.shape == theirs.shape
+        assert ours.transform.almost_equals(theirs.transform)
+        assert ours.crs == theirs.crs
+
+
+def test_locate_and_tiles_of_a_region() -> None:
+    grid = TileGrid.from_config(RunConfig().grid)
+    b = grid.bounds(TileId(200, 80))
+    assert grid.locate(b.left + 1, b.bottom + 1) == TileId(200, 80)
+    assert grid.locate(b.left - 1, b.bottom + 1) == TileId(199, 80)
+    # a small lon/lat box inside one tile → that tile only
+    centre = box(b.left + 10_000, b.bottom + 10_000, b.left + 20_000, b.bottom + 20_000, CRS("EPSG:6933"))
+    assert list(grid.tiles(centre.to_crs("EPSG:4326"))) == [TileId(200, 80)]
+
+
+def test_tiles_follow_the_geometry_not_its_bbox() -> None:
+    grid = TileGrid.from_config(RunConfig().grid)
+    b0, b1 = grid.bounds(TileId(100, 70)), grid.bounds(TileId(102, 72))
+    from odc.geo.geom import polygon
+
+    # an L-shape over a 3×3 block: the bbox touches 9 tiles, the shape only 5
+    pts = [(b0.left + 1, b0.bottom + 1), (b1.right - 1, b0.bottom + 1), (b1.right - 1, b0.top - 1),
+           (b0.right - 1, b0.top - 1), (b0.right - 1, b1.top - 1), (b0.left + 1, b1.top - 1)]  # fmt: skip
+    shape = polygon([*pts, pts[0]], crs=CRS("EPSG:6933"))
+    got = sorted(grid.tiles(shape))
+    assert len(got) == 5
+    assert TileId(102, 72) not in got
+
+
+# --- periods ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "start", "end", "label"),
+    [
+        ("2023", date(2023, 1, 1), date(2023, 12, 31), "2023--P1Y"),
+        ("2023--P1Y", date(2023, 1, 1), date(2023, 12, 31), "2023--P1Y"),
+        ("2023-07--P6M", date(2023, 7, 1), date(2023, 12, 31), "2023-07--P6M"),
+        ("2023-01-01--2023-06-30", date(2023, 1, 1), date(2023, 6, 30), "2023-01--P6M"),
+        ("2023-01-05--2023-02-03", date(2023, 1, 5), date(2023, 2, 3), "2023-01-05--P30D"),
+    ],
+)
+def test_periods(text: str, start: date, end: date, label: str) -> None:
+    p = Period.parse(text)
+    assert (p.start, p.end, p.label) == (start, end, label)
+
+
+@pytest.mark.parametrize("bad", ["23", "2023-13-01--2023-12-31", "2023-06-01--2023-01-01", "last year", "2023--P0Y"])
+def test_bad_periods(bad: str) -> None:
+    with pytest.raises(UserInputError):
+        Period.parse(bad)
+
+
+# --- plans ---------------------------------------------------------------------------------------------
+def test_tile_sizing_and_resources() -> None:
+    cfg = RunConfig()
+    tp = make_tile_plan(cfg, TileId(1, 2), n_items=150, n_obs=75)
+    assert tp.cube_bytes == 9600 * 9600 * 10 * 75 * 2
+    assert tp.resources.memory_bytes >= tp.cube_bytes
+    assert tp.resources.memory == "256Gi"
+    assert size_class(3 * 2**30) == 4 * 2**30
+    assert Resources(3 * 2**30, "2").scaled(1.5).memory == "4608Mi"
+
+
+def test_plan_roundtrip_and_errors(tmp_path) -> None:
+    cfg = RunConfig()
+    tp = make_tile_plan(cfg, TileId(1, 2), n_items=1, n_obs=1)
+    plan = Plan(cfg, Period.year(2023), (tp,)).save(str(tmp_path / "p"), {TileId(1, 2): [{"id": "a"}]})
+    again = Plan.load(str(tmp_path / "p"))
+    assert again.tiles == plan.tiles and again.config == cfg and again.period == plan.period
+    assert again.items("x001y002") == [{"id": "a"}]
+    with pytest.raises(UserInputError, match="not in the plan"):
+        again.tile("x009y009")
+    with pytest.raises(UserInputError, match="plan not found"):
+        Plan.load(str(tmp_path / "nothing"))
+    other = tmp_path / "other.json"
+    other.write_text('{"schema": "gmrun/plan/0", "tiles": []}')
+    with pytest.raises(UserInputError, match="schema"):
+        Plan.load(str(other))
+
+
+# --- masking -------------------------------------------------------------------------------------------
+def test_opening_drops_specks_and_dilation_grows_clouds() -> None:
+    m = np.zeros((1, 40, 40), bool)
+    m[0, 5, 5] = True  # a speck: opened away
+    m[0, 20:30, 20:30] = True  # a cloud: kept and grown by 5 px
+    out = cleanup(m, opening=2, dilation=5)[0]
+    assert not out[:12, :12].any()
+    assert out[20:30, 20:30].all()
+    assert out[15, 25] and out[25, 15] and not out[13, 25]
+    assert disk(2).sum() == 13
+
+
+def test_chunked_mask_equals_whole_array() -> None:
+    rng = np.random.default_rng(0)
+    scl = rng.choice(np.array([4, 5, 8, 9, 3, 0, 11], np.uint8), size=(3, 200, 200), p=[0.5, 0.1, 0.1, 0.1, 0.1, 0.05, 0.05])
+    cfg = RunConfig().mask
+    whole = clear_mask(da.from_array(scl, chunks=(1, 200, 200)), cfg).compute()
+    chunked = clear_mask(da.from_array(scl, chunks=(1, 64, 64)), cfg).compute()
+    np.testing.assert_array_equal(whole, chunked)
+    assert not whole[scl == 0].any()  # nodata never clear
+    # snow is clear unless a cloud's dilation reaches it
+    assert whole[scl == 11].any()
