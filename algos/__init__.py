@@ -13,13 +13,13 @@ For a pixel with valid observations :math:`x_1, \dots, x_n \in \mathbb{R}^p`
 
 the multivariate median used for Sentinel-2/Landsat composites by Roberts,
 Mueller & McIntyre (2017), "High-dimensional pixel composites from earth
-observation time series", IEEE TGRS 55(11), doi:10.1109/TGRS.2017.2723896.
+observation time series", IEEE TGRS, doi:10.1109/TGRS.2017.2723896.
 It is computed with the Weiszfeld iteration
 
 .. math:: T(y) = \frac{\sum_t x_t / d_t}{\sum_t 1/d_t}, \qquad d_t = \lVert x_t - y\rVert,
 
 in the modified form of Vardi & Zhang (2000), "The multivariate L1-median and
-associated data depth", PNAS 97(4):1423-1426, which stays correct when the
+associated data depth", PNAS 97:1423, which stays correct when the
 iterate lands on observations: with :math:`\eta` the number of observations
 equal to :math:`y` and :math:`R = \sum_{x_t \ne y} (x_t - y)/d_t`,
 
@@ -42,8 +42,8 @@ With :math:`m` the float32 geomedian, over the valid observations:
 * SMAD  = :math:`\operatorname{median}_t \big(1 - \langle x_t, m\rangle / (\lVert x_t\rVert \lVert m\rVert)\big)`
 * BCMAD = :math:`\operatorname{median}_t \sum_j |x_{tj} - m_j| / \sum_j |x_{tj} + m_j|`
 
-(Roberts, Dunn & Mueller 2018, "Multivariate medoid based un-supervised
-change detection from Sentinel-2 and Landsat time series", IGARSS,
+(Roberts, Dunn & Mueller 2018, "Open data cube products using
+high-dimensional statistics of time series", IGARSS 2018,
 doi:10.1109/IGARSS.2018.8518312).  Medians use NumPy's convention (mean of
 the two middle values for an even count); undefined distances (0/0) are
 dropped like ``np.nanmedian`` does.

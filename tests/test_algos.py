@@ -283,7 +283,7 @@ def test_u16_bad_arguments() -> None:
 
 def test_u16_memory_bounded_by_row_block() -> None:
     """No full-size float copy: traced peak ~ result arrays, independent of the cube size."""
-    ny, nx, nb, nt = 256, 256, 10, 96  # 126 MiB uint16; a float32 copy would be 252 MiB
+    ny, nx, nb, nt = 256, 256, 10, 96  # 120 MiB uint16; a float32 copy would be 240 MiB
     cube = np.zeros((ny, nx, nb, nt), dtype=np.uint16)
     rng = np.random.default_rng(0)
     cube[:, :, :, :4] = rng.integers(500, 3000, (ny, nx, nb, 4), dtype=np.uint16)
