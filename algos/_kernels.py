@@ -6,10 +6,11 @@ pixel, the hdstats/geomad layout) and are parallel over image rows
 
 Per pixel the valid observations (time steps whose bands are *all* valid:
 not NaN for float input, ``!= nodata`` for integer input) are first gathered
-into a small dense, band-major scratch buffer ``xb[band, k]`` (float64).  All
+into a small dense, band-major float32 scratch buffer ``xb[band, k]``.  All
 later passes run over that buffer with unit-stride inner loops over ``k``, so
 masked observations cost nothing after the gather and the inner loops
-vectorise (SIMD over observations).  Integer input is converted to
+vectorise (SIMD over observations).  (The stand-alone MAD kernel skips the
+gather: NaN propagates through a distance and NaN distances are dropped.)  Integer input is converted to
 reflectance on the fly during the gather as ``float32(DN) * scale + offset``
 (float32 arithmetic, bit-identical to ``cube.astype(float32) * scale +
 offset`` in NumPy), so no float copy of the cube is ever made.
@@ -104,9 +105,12 @@ def _nanmean_start(P, use_nodata: bool, nodata, scale, offset, y) -> None:  # ty
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _weiszfeld(xb, nv: int, y, y1, yf, dd, inv, T, maxiters: int,
-               eps: float) -> tuple[int, bool]:  # type: ignore[no-untyped-def]
+def _weiszfeld(xb, nv: int, y, y1, yf, dd, inv, T, maxiters: int, eps: float,
+               weighted: bool, wb) -> tuple[int, bool]:  # type: ignore[no-untyped-def]
     """Vardi-Zhang modified Weiszfeld iteration on ``xb[:, :nv]``, in place on ``y``.
+
+    With ``weighted`` the observation weights ``wb[:nv]`` multiply 1/d (and
+    replace it for an observation coinciding with the iterate), as in geomad.
 
     The inner O(nb * nv) loops run over the observation axis (SIMD).  The
     squared distances and the weights 1/d are computed in float32 (geomad
@@ -137,6 +141,8 @@ def _weiszfeld(xb, nv: int, y, y1, yf, dd, inv, T, maxiters: int,
             # an observation coinciding with the iterate gets weight 1 (as geomad)
             w = np.float32(1.0) / np.sqrt(q)
             w = np.float32(1.0) if q == 0 else w
+            if weighted:
+                w *= wb[k]
             nz += q == 0
             inv[k] = w
             S += np.float64(w)
@@ -321,17 +327,20 @@ def _div(a: float, b: float) -> float:
 
 @njit(parallel=True, cache=True, error_model="numpy")
 def geomedian_kernel(X, use_nodata: bool, nodata, scale, offset, maxiters: int, eps: float,
-                     with_mads: bool, gm_out, emad_out, smad_out, bcmad_out,
+                     weights, with_mads: bool, gm_out, emad_out, smad_out, bcmad_out,
                      count_out, iter_out) -> None:  # type: ignore[no-untyped-def]
     """Geomedian (and optionally the three MADs) of every pixel of X.
 
     gm_out (ny, nx, nb) float32; the rest (ny, nx); MAD outputs are ignored
-    unless ``with_mads``.  ``scale``/``offset`` must be float32 scalars.
+    unless ``with_mads``.  ``weights``: float32 (nt,) per-observation weights
+    for the geomedian, or an empty array for unweighted.  ``scale``/``offset`` must be float32 scalars.
     """
     ny, nx, nb, nt = X.shape
+    weighted = weights.shape[0] > 0
     for r in prange(ny):
         valid = np.empty(nt, dtype=np.uint8)
         xb = np.empty((nb, nt + 1), dtype=np.float32)
+        wb = np.empty(nt + 1, dtype=np.float32)
         y = np.empty(nb, dtype=np.float64)
         y1 = np.empty(nb, dtype=np.float64)
         yf = np.empty(nb, dtype=np.float32)
@@ -348,6 +357,11 @@ def geomedian_kernel(X, use_nodata: bool, nodata, scale, offset, maxiters: int, 
         for c in range(nx):
             P = X[r, c]
             nv = _gather(P, use_nodata, nodata, scale, offset, valid, xb)
+            if weighted:
+                m = 0
+                for t in range(nt):
+                    wb[m] = weights[t]
+                    m += valid[t]
             count_out[r, c] = nv
             if nv == 0:
                 for j in range(nb):
@@ -379,7 +393,8 @@ def geomedian_kernel(X, use_nodata: bool, nodata, scale, offset, maxiters: int, 
                         y[j] = 0.0
                 for j in range(nb):
                     y1[j] = y[j]
-                it, nan_step = _weiszfeld(xb, nv, y, y1, yf, dd, inv, T, maxiters, eps)
+                it, nan_step = _weiszfeld(xb, nv, y, y1, yf, dd, inv, T, maxiters, eps,
+                                          weighted, wb)
                 if it > 0:
                     reseed = nan_step
                 iter_out[r, c] = it

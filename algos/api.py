@@ -118,17 +118,16 @@ def nangeomedian_pcm(
     int32 (y, x) array of Weiszfeld steps per pixel.
 
     Observations with any NaN band are ignored; pixels without a valid
-    observation are NaN.  ``weight`` (per time step) is not supported by the
-    numba kernel unless all weights are equal (which does not change the
-    median); ``nocheck`` and extra keywords are accepted for compatibility.
+    observation are NaN.  ``weight``: optional positive weight per time step
+    (weighted geomedian, argmin sum_t w_t ||x_t - y||, as hdstats/geomad);
+    ``nocheck`` and extra keywords are accepted for compatibility.
     """
     Xf = _as_stack(X)
+    w = np.empty(0, dtype=np.float32)
     if weight is not None:
-        w = np.asarray(weight, dtype=np.float64).ravel()
+        w = np.ascontiguousarray(np.asarray(weight, dtype=np.float32).ravel())
         if w.size != Xf.shape[3]:
             raise ValueError("weight must have one entry per time step")
-        if w.size and not np.all(w == w[0]):
-            raise NotImplementedError("non-uniform weights are not supported")
     ny, nx, nb, _ = Xf.shape
     gm = np.empty((ny, nx, nb), dtype=np.float32)
     count = np.empty((ny, nx), dtype=np.uint16)
@@ -136,7 +135,7 @@ def nangeomedian_pcm(
     dummy = np.empty((0, 0), dtype=np.float32)
     with numba_threads(num_threads):
         K.geomedian_kernel(Xf, False, np.float32(0), np.float32(1), np.float32(0),
-                           int(maxiters), float(eps), False, gm, dummy, dummy, dummy,
+                           int(maxiters), float(eps), w, False, gm, dummy, dummy, dummy,
                            count, iters)
     if return_iterations:
         return gm, iters
@@ -227,6 +226,7 @@ def geomedian_mads_u16(
     s32 = np.float32(scale)
     o32 = np.float32(offset)
     ext = None if backend == "numba" else _external_backend(backend)
+    no_weights = np.empty(0, dtype=np.float32)
     nthreads = num_threads if num_threads is not None else (os.cpu_count() or 1)
 
     with numba_threads(num_threads):
@@ -236,8 +236,8 @@ def geomedian_mads_u16(
             blk = np.ascontiguousarray(cube[r0:r1])
             if ext is None:
                 K.geomedian_kernel(blk, True, np.uint16(nodata), s32, o32, int(maxiters),
-                                   float(eps), True, gm[r0:r1], emad[r0:r1], smad[r0:r1],
-                                   bcmad[r0:r1], count[r0:r1], iters[r0:r1])
+                                   float(eps), no_weights, True, gm[r0:r1], emad[r0:r1],
+                                   smad[r0:r1], bcmad[r0:r1], count[r0:r1], iters[r0:r1])
             else:
                 invalid = (blk == nodata).any(axis=2)  # (rows, nx, nt)
                 count[r0:r1] = (~invalid).sum(axis=2, dtype=np.uint16)

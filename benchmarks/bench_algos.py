@@ -44,6 +44,29 @@ def synth(ny: int, nx: int, nb: int = 10, nt: int = 75, mask: float = 0.35,
     return X.astype(np.float32)
 
 
+def _burn(n: int) -> float:
+    s = 0
+    for i in range(n):
+        s += i * i
+    return float(s)
+
+
+def effective_cores(nproc: int, n: int = 3_000_000) -> float:
+    """How many cores the machine gives us right now: nproc CPU-bound processes' total
+    work divided by their wall time, relative to one process (1.0 = no parallelism)."""
+    import multiprocessing as mp
+
+    t0 = time.perf_counter()
+    _burn(n)
+    one = time.perf_counter() - t0
+    with mp.get_context("fork").Pool(nproc) as pool:
+        pool.map(_burn, [1000] * nproc)  # start the workers
+        t0 = time.perf_counter()
+        pool.map(_burn, [n] * nproc)
+        many = time.perf_counter() - t0
+    return nproc * one / many
+
+
 def timeit(fn: Callable[[], Any]) -> tuple[tuple[float, float], Any]:
     """((wall seconds, process CPU seconds summed over threads), result)."""
     c0 = time.process_time()
@@ -80,6 +103,7 @@ def main() -> None:
 
     threads = sorted({1, args.threads})
     load0 = os.getloadavg()
+    cores0 = effective_cores(args.threads) if args.threads > 1 else 1.0
     times: dict[tuple[str, str, int], list[float]] = {}
     cpu: dict[tuple[str, str, int], list[float]] = {}
 
@@ -117,7 +141,10 @@ def main() -> None:
           f"{args.nt} dates, 35% masked, 15% outliers, eps={eps:g}, repeats={args.repeats} "
           f"(medians), cpus={os.cpu_count()}")
     print(f"# first-call time incl. numba load/compile: {t_compile[0]:.2f} s")
-    print(f"# load average before/after: {load0[0]:.2f} / {os.getloadavg()[0]:.2f}\n")
+    cores1 = effective_cores(args.threads) if args.threads > 1 else 1.0
+    print(f"# load average before/after: {load0[0]:.2f} / {os.getloadavg()[0]:.2f}; "
+          f"cores effectively available to {args.threads} CPU-bound processes before/after: "
+          f"{cores0:.2f} / {cores1:.2f}\n")
     print("kpx/s = 1000 pixels per second of wall time; 'CPU' columns: per second of process "
           "CPU time summed over threads (robust to other load on the machine).\n")
     print("| step | threads | ours kpx/s | geomad kpx/s | speed-up | ours kpx/CPU-s | "

@@ -326,3 +326,18 @@ def test_maxiters_and_eps_respected() -> None:
     assert it_loose.mean() < it_tight.mean()
     gm = algos.nangeomedian_pcm(X, maxiters=0)
     assert np.isfinite(gm).all()  # the starting point, not garbage
+
+
+def test_weighted_geomedian_matches_geomad() -> None:
+    X = synth(20, 25, 6, 30, seed=31)
+    w = np.random.default_rng(31).uniform(0.2, 3.0, 30).astype(np.float32)
+    ours = algos.nangeomedian_pcm(X, weight=w)
+    ref = geomad.nangeomedian_pcm(X, weight=w, num_threads=2)
+    err = np.linalg.norm(ours - ref, axis=-1)
+    assert np.nanmedian(err) <= 1e-5 and np.nanquantile(err, 0.999) <= 5e-4
+    # uniform weights do not change the result; the weighting does
+    np.testing.assert_allclose(algos.nangeomedian_pcm(X, weight=np.full(30, 2.0)),
+                               algos.nangeomedian_pcm(X), atol=1e-6)
+    assert np.nanmax(np.abs(ours - algos.nangeomedian_pcm(X))) > 1e-3
+    with pytest.raises(ValueError, match="weight"):
+        algos.nangeomedian_pcm(X, weight=w[:5])
