@@ -145,6 +145,8 @@ def nangeomedian_pcm(
 def _mad(X: ArrayLike, gm: ArrayLike, kind: int, num_threads: int | None) -> NDArray[np.float32]:
     Xf = _as_stack(X)
     g = _as_stack(gm, 3, "gm")
+    if not g.flags.writeable:
+        g = g.copy()  # small; avoids compiling a read-only variant of the kernel
     if g.shape != Xf.shape[:3]:
         raise ValueError(f"gm shape {g.shape} does not match X shape {Xf.shape}")
     out = np.empty(Xf.shape[:2], dtype=np.float32)
