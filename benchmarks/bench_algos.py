@@ -145,20 +145,25 @@ def main() -> None:
     print(f"# load average before/after: {load0[0]:.2f} / {os.getloadavg()[0]:.2f}; "
           f"cores effectively available to {args.threads} CPU-bound processes before/after: "
           f"{cores0:.2f} / {cores1:.2f}\n")
-    print("kpx/s = 1000 pixels per second of wall time; 'CPU' columns: per second of process "
-          "CPU time summed over threads (robust to other load on the machine).\n")
-    print("| step | threads | ours kpx/s | geomad kpx/s | speed-up | ours kpx/CPU-s | "
-          "geomad kpx/CPU-s | speed-up (CPU) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("kpx/s = 1000 pixels per second of wall time (median of the repeats); speed-up = "
+          "ratio of those medians; paired speed-up = median over repeats of the ratio of the "
+          "two back-to-back calls; 'CPU' columns: per second of process CPU time summed over "
+          "threads (robust to other load on the machine).\n")
+    print("| step | threads | ours kpx/s | geomad kpx/s | speed-up | paired speed-up | "
+          "ours kpx/CPU-s | geomad kpx/CPU-s | speed-up (CPU) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for what in ("geomedian", *MADS, "u16 fused gm+3 MADs"):
         for nth in threads:
             o = npx / med[("ours", what, nth)] / 1e3
             r = npx / med[("geomad", what, nth)] / 1e3
             oc = npx / cmed[("ours", what, nth)] / 1e3
             rc = npx / cmed[("geomad", what, nth)] / 1e3
+            paired = statistics.median(
+                g / u for g, u in zip(times[("geomad", what, nth)], times[("ours", what, nth)],
+                                      strict=True))
             note = " (geomad: sum of its 4 calls)" if what.startswith("u16") else ""
-            print(f"| {what}{note} | {nth} | {o:.0f} | {r:.0f} | {o / r:.2f}x | {oc:.0f} | "
-                  f"{rc:.0f} | {oc / rc:.2f}x |")
+            print(f"| {what}{note} | {nth} | {o:.0f} | {r:.0f} | {o / r:.2f}x | {paired:.2f}x | "
+                  f"{oc:.0f} | {rc:.0f} | {oc / rc:.2f}x |")
     if len(threads) > 1:
         n2 = threads[-1]
         print(f"\n| scaling 1 -> {n2} threads (wall) | ours | geomad | ours: cores "
