@@ -105,8 +105,9 @@ def _nanmean_start(P, use_nodata: bool, nodata, scale, offset, y) -> None:  # ty
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _weiszfeld(xb, nv: int, y, y1, yf, dd, inv, T, maxiters: int, eps: float,
-               weighted: bool, wb) -> tuple[int, bool]:  # type: ignore[no-untyped-def]
+def _weiszfeld(
+    xb, nv: int, y, y1, yf, dd, inv, T, maxiters: int, eps: float, weighted: bool, wb
+) -> tuple[int, bool]:  # type: ignore[no-untyped-def]
     """Vardi-Zhang modified Weiszfeld iteration on ``xb[:, :nv]``, in place on ``y``.
 
     With ``weighted`` the observation weights ``wb[:nv]`` multiply 1/d (and
@@ -326,9 +327,23 @@ def _div(a: float, b: float) -> float:
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def geomedian_kernel(X, use_nodata: bool, nodata, scale, offset, maxiters: int, eps: float,
-                     weights, with_mads: bool, gm_out, emad_out, smad_out, bcmad_out,
-                     count_out, iter_out) -> None:  # type: ignore[no-untyped-def]
+def geomedian_kernel(
+    X,
+    use_nodata: bool,
+    nodata,
+    scale,
+    offset,
+    maxiters: int,
+    eps: float,
+    weights,
+    with_mads: bool,
+    gm_out,
+    emad_out,
+    smad_out,
+    bcmad_out,
+    count_out,
+    iter_out,
+) -> None:  # type: ignore[no-untyped-def]
     """Geomedian (and optionally the three MADs) of every pixel of X.
 
     gm_out (ny, nx, nb) float32; the rest (ny, nx); MAD outputs are ignored
@@ -393,8 +408,9 @@ def geomedian_kernel(X, use_nodata: bool, nodata, scale, offset, maxiters: int, 
                         y[j] = 0.0
                 for j in range(nb):
                     y1[j] = y[j]
-                it, nan_step = _weiszfeld(xb, nv, y, y1, yf, dd, inv, T, maxiters, eps,
-                                          weighted, wb)
+                it, nan_step = _weiszfeld(
+                    xb, nv, y, y1, yf, dd, inv, T, maxiters, eps, weighted, wb
+                )
                 if it > 0:
                     reseed = nan_step
                 iter_out[r, c] = it

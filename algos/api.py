@@ -56,7 +56,11 @@ def numba_threads(num_threads: int | None) -> Iterator[int]:
     """
     old = numba.get_num_threads()
     old_chunk = numba.get_parallel_chunksize()
-    n = old if num_threads is None else max(1, min(int(num_threads), numba.config.NUMBA_NUM_THREADS))
+    n = (
+        old
+        if num_threads is None
+        else max(1, min(int(num_threads), numba.config.NUMBA_NUM_THREADS))
+    )
     numba.set_num_threads(n)
     numba.set_parallel_chunksize(1)
     try:
@@ -134,9 +138,23 @@ def nangeomedian_pcm(
     iters = np.empty((ny, nx), dtype=np.int32)
     dummy = np.empty((0, 0), dtype=np.float32)
     with numba_threads(num_threads):
-        K.geomedian_kernel(Xf, False, np.float32(0), np.float32(1), np.float32(0),
-                           int(maxiters), float(eps), w, False, gm, dummy, dummy, dummy,
-                           count, iters)
+        K.geomedian_kernel(
+            Xf,
+            False,
+            np.float32(0),
+            np.float32(1),
+            np.float32(0),
+            int(maxiters),
+            float(eps),
+            w,
+            False,
+            gm,
+            dummy,
+            dummy,
+            dummy,
+            count,
+            iters,
+        )
     if return_iterations:
         return gm, iters
     return gm
@@ -155,20 +173,23 @@ def _mad(X: ArrayLike, gm: ArrayLike, kind: int, num_threads: int | None) -> NDA
     return out
 
 
-def emad_pcm(X: ArrayLike, gm: ArrayLike, num_threads: int | None = None,
-             **kw: Any) -> NDArray[np.float32]:
+def emad_pcm(
+    X: ArrayLike, gm: ArrayLike, num_threads: int | None = None, **kw: Any
+) -> NDArray[np.float32]:
     """Euclidean MAD: median_t ||x_t - m||_2 over valid observations -> (y, x)."""
     return _mad(X, gm, K.EMAD, num_threads)
 
 
-def smad_pcm(X: ArrayLike, gm: ArrayLike, num_threads: int | None = None,
-             **kw: Any) -> NDArray[np.float32]:
+def smad_pcm(
+    X: ArrayLike, gm: ArrayLike, num_threads: int | None = None, **kw: Any
+) -> NDArray[np.float32]:
     """Spectral (cosine) MAD: median_t (1 - <x_t, m>/(||x_t|| ||m||)) -> (y, x)."""
     return _mad(X, gm, K.SMAD, num_threads)
 
 
-def bcmad_pcm(X: ArrayLike, gm: ArrayLike, num_threads: int | None = None,
-              **kw: Any) -> NDArray[np.float32]:
+def bcmad_pcm(
+    X: ArrayLike, gm: ArrayLike, num_threads: int | None = None, **kw: Any
+) -> NDArray[np.float32]:
     """Bray-Curtis MAD: median_t sum|x_t - m| / sum|x_t + m| -> (y, x)."""
     return _mad(X, gm, K.BCMAD, num_threads)
 
@@ -181,9 +202,7 @@ def _external_backend(backend: str) -> Any:
     try:
         import hdstats
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            f"backend='hdstats' needs the hdstats package: {HDSTATS_HINT}"
-        ) from e
+        raise ImportError(f"backend='hdstats' needs the hdstats package: {HDSTATS_HINT}") from e
     return hdstats
 
 
@@ -237,9 +256,23 @@ def geomedian_mads_u16(
             # a view for C-contiguous input; bounded copy of one block otherwise
             blk = np.ascontiguousarray(cube[r0:r1])
             if ext is None:
-                K.geomedian_kernel(blk, True, np.uint16(nodata), s32, o32, int(maxiters),
-                                   float(eps), no_weights, True, gm[r0:r1], emad[r0:r1],
-                                   smad[r0:r1], bcmad[r0:r1], count[r0:r1], iters[r0:r1])
+                K.geomedian_kernel(
+                    blk,
+                    True,
+                    np.uint16(nodata),
+                    s32,
+                    o32,
+                    int(maxiters),
+                    float(eps),
+                    no_weights,
+                    True,
+                    gm[r0:r1],
+                    emad[r0:r1],
+                    smad[r0:r1],
+                    bcmad[r0:r1],
+                    count[r0:r1],
+                    iters[r0:r1],
+                )
             else:
                 invalid = (blk == nodata).any(axis=2)  # (rows, nx, nt)
                 count[r0:r1] = (~invalid).sum(axis=2, dtype=np.uint16)
@@ -248,8 +281,10 @@ def geomedian_mads_u16(
                 X += o32
                 X[np.broadcast_to(invalid[:, :, None, :], X.shape)] = np.nan
                 del invalid
-                g = np.asarray(ext.nangeomedian_pcm(X, maxiters=maxiters, eps=eps,
-                                                    num_threads=nthreads), dtype=np.float32)
+                g = np.asarray(
+                    ext.nangeomedian_pcm(X, maxiters=maxiters, eps=eps, num_threads=nthreads),
+                    dtype=np.float32,
+                )
                 with np.errstate(all="ignore"), warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
                     emad[r0:r1] = ext.emad_pcm(X, g, num_threads=nthreads)
@@ -265,5 +300,4 @@ def geomedian_mads_u16(
         emad[none] = np.nan
         smad[none] = np.nan
         bcmad[none] = np.nan
-    return GeomadResult(gm=gm, emad=emad, smad=smad, bcmad=bcmad, count=count,
-                        iterations=iters)
+    return GeomadResult(gm=gm, emad=emad, smad=smad, bcmad=bcmad, count=count, iterations=iters)

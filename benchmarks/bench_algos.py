@@ -32,8 +32,15 @@ import algos
 MADS = ("emad", "smad", "bcmad")
 
 
-def synth(ny: int, nx: int, nb: int = 10, nt: int = 75, mask: float = 0.35,
-          outliers: float = 0.15, seed: int = 0) -> NDArray[np.float32]:
+def synth(
+    ny: int,
+    nx: int,
+    nb: int = 10,
+    nt: int = 75,
+    mask: float = 0.35,
+    outliers: float = 0.15,
+    seed: int = 0,
+) -> NDArray[np.float32]:
     """Per-pixel spectrum + 0.02 noise, 15 % bright outliers (+0.3..0.7), 35 % NaN."""
     rng = np.random.default_rng(seed)
     base = rng.uniform(0.02, 0.5, (ny, nx, nb, 1))
@@ -117,8 +124,9 @@ def main() -> None:
     gm_o = gm_r = it_o = None
     for _ in range(args.repeats):
         for nth in threads:
-            dt, (gm_o, it_o) = timeit(call(algos.nangeomedian_pcm, X, eps=eps, num_threads=nth,
-                                           return_iterations=True))
+            dt, (gm_o, it_o) = timeit(
+                call(algos.nangeomedian_pcm, X, eps=eps, num_threads=nth, return_iterations=True)
+            )
             rec("ours", "geomedian", nth, dt)
             dt, gm_r = timeit(call(geomad.nangeomedian_pcm, X, eps=eps, num_threads=nth))
             rec("geomad", "geomedian", nth, dt)
@@ -127,30 +135,47 @@ def main() -> None:
                 rec("ours", name, nth, dt)
                 dt, _ = timeit(call(getattr(geomad, f"{name}_pcm"), X, gm_r, num_threads=nth))
                 rec("geomad", name, nth, dt)
-            dt, _ = timeit(call(algos.geomedian_mads_u16, cube, scale=1e-4, offset=0.0, eps=eps,
-                                num_threads=nth))
+            dt, _ = timeit(
+                call(
+                    algos.geomedian_mads_u16, cube, scale=1e-4, offset=0.0, eps=eps, num_threads=nth
+                )
+            )
             rec("ours", "u16 fused gm+3 MADs", nth, dt)
-            rec("geomad", "u16 fused gm+3 MADs", nth, (
-                sum(times[("geomad", w, nth)][-1] for w in ("geomedian", *MADS)),
-                sum(cpu[("geomad", w, nth)][-1] for w in ("geomedian", *MADS))))
+            rec(
+                "geomad",
+                "u16 fused gm+3 MADs",
+                nth,
+                (
+                    sum(times[("geomad", w, nth)][-1] for w in ("geomedian", *MADS)),
+                    sum(cpu[("geomad", w, nth)][-1] for w in ("geomedian", *MADS)),
+                ),
+            )
 
     assert gm_o is not None and gm_r is not None and it_o is not None
     med = {k: statistics.median(v) for k, v in times.items()}
     cmed = {k: statistics.median(v) for k, v in cpu.items()}
-    print(f"# algos vs geomad {geomad.__version__}: {args.ny}x{args.nx} px, {args.nb} bands, "
-          f"{args.nt} dates, 35% masked, 15% outliers, eps={eps:g}, repeats={args.repeats} "
-          f"(medians), cpus={os.cpu_count()}")
+    print(
+        f"# algos vs geomad {geomad.__version__}: {args.ny}x{args.nx} px, {args.nb} bands, "
+        f"{args.nt} dates, 35% masked, 15% outliers, eps={eps:g}, repeats={args.repeats} "
+        f"(medians), cpus={os.cpu_count()}"
+    )
     print(f"# first-call time incl. numba load/compile: {t_compile[0]:.2f} s")
     cores1 = effective_cores(args.threads) if args.threads > 1 else 1.0
-    print(f"# load average before/after: {load0[0]:.2f} / {os.getloadavg()[0]:.2f}; "
-          f"cores effectively available to {args.threads} CPU-bound processes before/after: "
-          f"{cores0:.2f} / {cores1:.2f}\n")
-    print("kpx/s = 1000 pixels per second of wall time (median of the repeats); speed-up = "
-          "ratio of those medians; paired speed-up = median over repeats of the ratio of the "
-          "two back-to-back calls; 'CPU' columns: per second of process CPU time summed over "
-          "threads (robust to other load on the machine).\n")
-    print("| step | threads | ours kpx/s | geomad kpx/s | speed-up | paired speed-up | "
-          "ours kpx/CPU-s | geomad kpx/CPU-s | speed-up (CPU) |")
+    print(
+        f"# load average before/after: {load0[0]:.2f} / {os.getloadavg()[0]:.2f}; "
+        f"cores effectively available to {args.threads} CPU-bound processes before/after: "
+        f"{cores0:.2f} / {cores1:.2f}\n"
+    )
+    print(
+        "kpx/s = 1000 pixels per second of wall time (median of the repeats); speed-up = "
+        "ratio of those medians; paired speed-up = median over repeats of the ratio of the "
+        "two back-to-back calls; 'CPU' columns: per second of process CPU time summed over "
+        "threads (robust to other load on the machine).\n"
+    )
+    print(
+        "| step | threads | ours kpx/s | geomad kpx/s | speed-up | paired speed-up | "
+        "ours kpx/CPU-s | geomad kpx/CPU-s | speed-up (CPU) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for what in ("geomedian", *MADS, "u16 fused gm+3 MADs"):
         for nth in threads:
@@ -159,15 +184,22 @@ def main() -> None:
             oc = npx / cmed[("ours", what, nth)] / 1e3
             rc = npx / cmed[("geomad", what, nth)] / 1e3
             paired = statistics.median(
-                g / u for g, u in zip(times[("geomad", what, nth)], times[("ours", what, nth)],
-                                      strict=True))
+                g / u
+                for g, u in zip(
+                    times[("geomad", what, nth)], times[("ours", what, nth)], strict=True
+                )
+            )
             note = " (geomad: sum of its 4 calls)" if what.startswith("u16") else ""
-            print(f"| {what}{note} | {nth} | {o:.0f} | {r:.0f} | {o / r:.2f}x | {paired:.2f}x | "
-                  f"{oc:.0f} | {rc:.0f} | {oc / rc:.2f}x |")
+            print(
+                f"| {what}{note} | {nth} | {o:.0f} | {r:.0f} | {o / r:.2f}x | {paired:.2f}x | "
+                f"{oc:.0f} | {rc:.0f} | {oc / rc:.2f}x |"
+            )
     if len(threads) > 1:
         n2 = threads[-1]
-        print(f"\n| scaling 1 -> {n2} threads (wall) | ours | geomad | ours: cores "
-              f"actually used (CPU/wall at {n2} thr.) | ours: CPU-time overhead of {n2} thr. |")
+        print(
+            f"\n| scaling 1 -> {n2} threads (wall) | ours | geomad | ours: cores "
+            f"actually used (CPU/wall at {n2} thr.) | ours: CPU-time overhead of {n2} thr. |"
+        )
         print("|---|---:|---:|---:|---:|")
         for what in ("geomedian", *MADS, "u16 fused gm+3 MADs"):
             so = med[("ours", what, 1)] / med[("ours", what, n2)]
@@ -183,23 +215,31 @@ def main() -> None:
     f_r = np.nansum(np.linalg.norm(Xd - gm_r[..., None], axis=2), axis=2)[ok]
     rel = (f_o - f_r) / f_r
     print("\n## accuracy vs geomad (reflectance units)")
-    print(f"- geomedian ||ours - geomad||: median {np.median(err):.2e}, "
-          f"p99.9 {np.quantile(err, 0.999):.2e}, max {err.max():.2e}")
-    print(f"- objective sum_t||x_t - m||, (ours - geomad)/geomad: median {np.median(rel):.1e}, "
-          f"max {rel.max():.1e}; ours better on {np.mean(rel < 0) * 100:.1f}% of pixels, "
-          f"worse by >1e-6 on {np.sum(rel > 1e-6)}")
+    print(
+        f"- geomedian ||ours - geomad||: median {np.median(err):.2e}, "
+        f"p99.9 {np.quantile(err, 0.999):.2e}, max {err.max():.2e}"
+    )
+    print(
+        f"- objective sum_t||x_t - m||, (ours - geomad)/geomad: median {np.median(rel):.1e}, "
+        f"max {rel.max():.1e}; ours better on {np.mean(rel < 0) * 100:.1f}% of pixels, "
+        f"worse by >1e-6 on {np.sum(rel > 1e-6)}"
+    )
     for name in MADS:
         a = getattr(algos, f"{name}_pcm")(X, gm_o)
         b = getattr(geomad, f"{name}_pcm")(X, gm_r, num_threads=args.threads)
         d = np.abs(a - b)[ok]
-        print(f"- {name} |ours - geomad|: median {np.median(d):.1e}, p99.9 "
-              f"{np.quantile(d, 0.999):.1e}, max {d.max():.1e}")
+        print(
+            f"- {name} |ours - geomad|: median {np.median(d):.1e}, p99.9 "
+            f"{np.quantile(d, 0.999):.1e}, max {d.max():.1e}"
+        )
     it = it_o[ok].astype(np.float64)
     t1 = cmed[("ours", "geomedian", 1)]
     print(f"\n## Weiszfeld iterations per pixel (eps={eps:g})")
     print(f"- mean {it.mean():.2f}, p99 {np.quantile(it, 0.99):.0f}, max {it.max():.0f}")
-    print(f"- ours, 1 thread: {it.sum() / t1 / 1e6:.2f} M pixel-iterations per CPU-second "
-          f"({t1 / it.sum() * 1e9:.0f} ns per pixel-iteration)")
+    print(
+        f"- ours, 1 thread: {it.sum() / t1 / 1e6:.2f} M pixel-iterations per CPU-second "
+        f"({t1 / it.sum() * 1e9:.0f} ns per pixel-iteration)"
+    )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,16 @@ S2TS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "s2ts.tx
 MADS = ("emad", "smad", "bcmad")
 
 
-def synth(ny: int, nx: int, nb: int = 10, nt: int = 75, mask: float = 0.35,
-          outliers: float = 0.15, seed: int = 0, partial: float = 0.0) -> NDArray[np.float32]:
+def synth(
+    ny: int,
+    nx: int,
+    nb: int = 10,
+    nt: int = 75,
+    mask: float = 0.35,
+    outliers: float = 0.15,
+    seed: int = 0,
+    partial: float = 0.0,
+) -> NDArray[np.float32]:
     """Synthetic reflectance stack: per-pixel spectrum + noise, bright outliers, NaN mask."""
     rng = np.random.default_rng(seed)
     base = rng.uniform(0.02, 0.5, (ny, nx, nb, 1))
@@ -96,8 +104,9 @@ def check_against_geomad(X: NDArray[np.float32]) -> None:
         (5, (10, 10, 3, 120), 0.9, 0.0),  # mostly masked, some pixels empty
     ],
 )
-def test_random_stacks_match_geomad(seed: int, shape: tuple[int, int, int, int], mask: float,
-                                    partial: float) -> None:
+def test_random_stacks_match_geomad(
+    seed: int, shape: tuple[int, int, int, int], mask: float, partial: float
+) -> None:
     ny, nx, nb, nt = shape
     X = synth(ny, nx, nb, nt, mask=mask, seed=seed, partial=partial)
     check_against_geomad(X)
@@ -218,8 +227,9 @@ def to_u16(X: NDArray[np.float32], scale: float, offset: float) -> NDArray[np.ui
     return dn
 
 
-def u16_to_float(cube: NDArray[np.uint16], scale: float, offset: float,
-                 nodata: int = 0) -> NDArray[np.float32]:
+def u16_to_float(
+    cube: NDArray[np.uint16], scale: float, offset: float, nodata: int = 0
+) -> NDArray[np.float32]:
     X = cube.astype(np.float32) * np.float32(scale) + np.float32(offset)
     X[np.broadcast_to((cube == nodata).any(axis=2, keepdims=True), X.shape)] = np.nan
     return X
@@ -232,8 +242,9 @@ def test_u16_matches_float_path() -> None:
     cube = to_u16(X, scale, offset)
     cube[5, 6, 2, 7] = 0  # a single band at nodata invalidates that observation
     calls: list[int] = []
-    res = algos.geomedian_mads_u16(cube, scale=scale, offset=offset, num_threads=2,
-                                   row_block=8, progress=calls.append)
+    res = algos.geomedian_mads_u16(
+        cube, scale=scale, offset=offset, num_threads=2, row_block=8, progress=calls.append
+    )
     assert sum(calls) == cube.shape[0] and len(calls) == 5
     Xf = u16_to_float(cube, scale, offset)
     gm = algos.nangeomedian_pcm(Xf, num_threads=2)
@@ -257,8 +268,9 @@ def test_u16_backends_agree() -> None:
     cube_nc[...] = cube
     cube_nc.flags.writeable = False
     a = algos.geomedian_mads_u16(cube_nc, scale=scale, offset=offset, row_block=7)
-    b = algos.geomedian_mads_u16(cube, scale=scale, offset=offset, backend="geomad",
-                                 num_threads=2, row_block=64)
+    b = algos.geomedian_mads_u16(
+        cube, scale=scale, offset=offset, backend="geomad", num_threads=2, row_block=64
+    )
     np.testing.assert_array_equal(a.count, b.count)
     for name in ("gm", *MADS):
         x, y = getattr(a, name), getattr(b, name)
@@ -293,8 +305,9 @@ def test_u16_memory_bounded_by_row_block() -> None:
     for backend, allowed in (("numba", 1 << 20), ("geomad", 4 * block_f32)):
         tracemalloc.start()
         try:
-            res = algos.geomedian_mads_u16(cube, scale=1e-4, offset=0.0, row_block=row_block,
-                                           backend=backend, num_threads=2)
+            res = algos.geomedian_mads_u16(
+                cube, scale=1e-4, offset=0.0, row_block=row_block, backend=backend, num_threads=2
+            )
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
@@ -336,8 +349,9 @@ def test_weighted_geomedian_matches_geomad() -> None:
     err = np.linalg.norm(ours - ref, axis=-1)
     assert np.nanmedian(err) <= 1e-5 and np.nanquantile(err, 0.999) <= 5e-4
     # uniform weights do not change the result; the weighting does
-    np.testing.assert_allclose(algos.nangeomedian_pcm(X, weight=np.full(30, 2.0)),
-                               algos.nangeomedian_pcm(X), atol=1e-6)
+    np.testing.assert_allclose(
+        algos.nangeomedian_pcm(X, weight=np.full(30, 2.0)), algos.nangeomedian_pcm(X), atol=1e-6
+    )
     assert np.nanmax(np.abs(ours - algos.nangeomedian_pcm(X))) > 1e-3
     with pytest.raises(ValueError, match="weight"):
         algos.nangeomedian_pcm(X, weight=w[:5])
