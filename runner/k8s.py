@@ -65,6 +65,7 @@ STATES: tuple[str, ...] = (
 #: States in which a tile's Job still occupies the cluster (counted by ``--max-active``).
 UNFINISHED_STATES = frozenset({"suspended", "pending", "running"})
 
+_METADATA_ACCEPT = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _PAGE = 500
 _TIMEOUT = (10.0, 60.0)
@@ -389,6 +390,7 @@ class Cluster:
         selector: str,
         what: str,
         field_selector: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Items of a list call, fetched in pages of ``_PAGE`` (``limit``/``continue``)."""
         token: str | None = None
@@ -396,6 +398,8 @@ class Cluster:
             kw: dict[str, Any] = {"label_selector": selector, "limit": _PAGE}
             if field_selector:
                 kw["field_selector"] = field_selector
+            if headers:
+                kw["_headers"] = headers
             if token:
                 kw["_continue"] = token
             resp = self.call(fn, namespace, what=what, _preload_content=False, **kw)
@@ -410,6 +414,19 @@ class Cluster:
         return list(
             self._list(
                 self.batch.list_namespaced_job, namespace, f"{LABEL_BATCH}={batch}", "list Jobs"
+            )
+        )
+
+    def list_job_metadata(self, namespace: str, batch: str) -> list[dict[str, Any]]:
+        """The Jobs of a batch, metadata only (``PartialObjectMetadataList``: about a third of
+        the bytes of the full objects; enough to know which tiles have a Job)."""
+        return list(
+            self._list(
+                self.batch.list_namespaced_job,
+                namespace,
+                f"{LABEL_BATCH}={batch}",
+                "list Jobs",
+                headers={"Accept": _METADATA_ACCEPT},
             )
         )
 
@@ -533,8 +550,8 @@ def pod_failure(pod: dict[str, Any]) -> str:
             msg = _last_line(term.get("message") or "")
             return f"{text}: {msg}" if msg else text
     if st.get("reason"):
-        msg = st.get("message")
-        return f"{st['reason']}: {msg}" if msg else str(st["reason"])
+        pod_msg = st.get("message")
+        return f"{st['reason']}: {pod_msg}" if pod_msg else str(st["reason"])
     return "Failed"
 
 
@@ -644,7 +661,7 @@ def _tile_sort_key(s: str) -> tuple[int, int, str]:
 
 def plan_url_of_batch(cluster: Cluster, namespace: str, batch: str) -> str:
     """The plan a batch was submitted from (the ``gmrun.io/plan`` annotation of its Jobs)."""
-    resp = cluster.call(
+    resp: Any = cluster.call(
         cluster.batch.list_namespaced_job, namespace, what="list Jobs", _preload_content=False,
         label_selector=f"{LABEL_BATCH}={batch}", limit=1,
     )  # fmt: skip
@@ -713,7 +730,10 @@ def submit(
     validate_batch_name(batch)
     t0 = time.perf_counter()
     res = SubmitResult()
-    existing = _existing_by_tile(cluster.list_jobs(opts.namespace, batch))
+    if max_active is None:  # which tiles have a Job is all we need to know
+        existing = _existing_by_tile(cluster.list_job_metadata(opts.namespace, batch))
+    else:  # also whether they are finished
+        existing = _existing_by_tile(cluster.list_jobs(opts.namespace, batch))
     candidates = [tp for tp in plan.tiles if str(tp.tile) not in existing]
     res.existed.extend(sorted(existing))
     done = done_tiles(plan, [tp.tile for tp in candidates])
@@ -805,11 +825,11 @@ def rerun(
         deadline = time.monotonic() + wait_timeout
         pending = set(to_delete)
         while pending:
-            names = {
-                (j.get("metadata") or {}).get("name")
+            present = {
+                str((j.get("metadata") or {}).get("name"))
                 for j in cluster.list_jobs(opts.namespace, batch)
             }
-            pending &= names
+            pending &= present
             if not pending:
                 break
             if time.monotonic() > deadline:
