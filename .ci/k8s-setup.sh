@@ -82,7 +82,7 @@ log "building ${WANT[*]} (this takes several minutes)"
 start=$(date +%s)
 targets=""
 for b in "${WANT[@]}"; do targets="$targets cmd/$b"; done
-GOPATH="$PWD/.go" GOFLAGS="" CGO_ENABLED=0 GOCACHE="$CACHE/go-build-cache" \
+GOPATH="$PWD/.go" GOFLAGS="" CGO_ENABLED=0 \
   make WHAT="${targets# }" >&2
 for b in "${WANT[@]}"; do
   f="$(find _output -type f -name "$b" -perm -u+x | head -n1)"
