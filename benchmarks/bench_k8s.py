@@ -40,11 +40,19 @@ def count_pods(cl: k8s.Cluster, namespace: str) -> int:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--jobs", type=int, default=5000, help="tiles/Jobs to submit (default 5000)")
-    ap.add_argument("--workers", type=int, default=32, help="concurrent create requests (default 32)")
-    ap.add_argument("--settle-timeout", type=float, default=300,
-                    help="seconds to wait for the Job controller to create the pods")
+    ap.add_argument(
+        "--workers", type=int, default=32, help="concurrent create requests (default 32)"
+    )
+    ap.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=300,
+        help="seconds to wait for the Job controller to create the pods",
+    )
     ap.add_argument("--json", dest="json_out", help="also write the results to this JSON file")
     args = ap.parse_args()
 
@@ -85,7 +93,8 @@ def main() -> int:
             env.pop("PYTHONDONTWRITEBYTECODE", None)
             cmd = [sys.executable, "-c", "import sys; from runner.k8s_cli import k8s; sys.exit(k8s())",
                    "status", "--batch", "bench", "-o", "json"]  # fmt: skip
-            subprocess.run(cmd, env=env, capture_output=True, check=False)  # warm the bytecode cache
+            # warm the bytecode cache
+            subprocess.run(cmd, env=env, capture_output=True, check=False)
             t = time.perf_counter()
             p = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
             cli_status_s = time.perf_counter() - t
