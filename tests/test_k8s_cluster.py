@@ -232,3 +232,25 @@ def test_status_paginates(
     assert [r.state for r in rows] == ["pending"] * 10
     assert len({r.job for r in rows}) == 10
     cl.close()
+
+
+def test_deadline_exceeded(cluster: TestCluster, tmp_path: Path) -> None:
+    """activeDeadlineSeconds: the Job controller fails the Job and deletes its running pod."""
+    from dataclasses import replace
+
+    plan = make_plan(tmp_path / "plan", 1)
+    cl = k8s.Cluster(str(cluster.kubeconfig))
+    opts = replace(k8s.JobOptions.from_config(plan.config.kubernetes), active_deadline_seconds=3)
+    ex = executor(cluster, "deadline", env={"FAKE_WORKER_SECONDS": "60"})
+    with ex:
+        k8s.submit(cl, plan, "deadline", opts)
+        wait_for(
+            "the deadline",
+            lambda: all_in(status(cluster, "deadline"), "failed"),
+            timeout=60,
+        )
+        wait_for("the worker to be killed", lambda: ex.running == 0, timeout=20)
+    (row,) = status(cluster, "deadline").values()
+    assert row["reason"].startswith("DeadlineExceeded"), row
+    assert not row["done"]
+    cl.close()

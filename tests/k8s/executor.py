@@ -204,6 +204,7 @@ class PodExecutor:
                 self.running += 1
                 self.max_running = max(self.max_running, self.running)
             deadline_check = time.monotonic() + 2.0
+            deleted = False  # killed because the pod was deleted (not an OOM)
             while True:
                 try:
                     proc.wait(timeout=0.2)
@@ -215,6 +216,7 @@ class PodExecutor:
                 elif time.monotonic() > deadline_check:
                     deadline_check = time.monotonic() + 2.0
                     if self._gone(name):
+                        deleted = True
                         with contextlib.suppress(ProcessLookupError):
                             os.killpg(proc.pid, signal.SIGKILL)
             with self._lock:
@@ -222,7 +224,8 @@ class PodExecutor:
                 self.running -= 1
         rc = proc.returncode
         code = 128 - rc if rc < 0 else rc  # killed by signal N -> 128 + N
-        reason = "OOMKilled" if rc == -signal.SIGKILL else "Completed" if code == 0 else "Error"
+        oom = rc == -signal.SIGKILL and not deleted and not self._stop.is_set()
+        reason = "OOMKilled" if oom else "Completed" if code == 0 else "Error"
         terminated: dict[str, Any] = {
             "exitCode": code, "reason": reason, "startedAt": started, "finishedAt": _now(),
         }  # fmt: skip
