@@ -99,9 +99,13 @@ def synth(out: Path, bbox: str, start: Any, end: Any, n_dates: int, seed: int) -
 
 
 @cli.command()
-@click.option("--catalog", required=True, help="STAC items: .ndjson or .json (ItemCollection), path or s3://.")
+@click.option("--catalog", help="STAC items: .ndjson or .json (ItemCollection), path or s3://. "
+              "Optional with --dry-run (then only the tiles are listed).")  # fmt: skip
+@click.option("--region", help="Named region: africa (land outline, Natural Earth 1:110m).")
+@click.option("--geojson", "geojson", help="Region from a GeoJSON (Multi)Polygon, Feature or FeatureCollection.")
 @click.option("--bbox", help="Region W,S,E,N in degrees.")
 @click.option("--tiles", help="Tiles to plan, e.g. x017y156,x018y156 (instead of --bbox).")
+@click.option("--tiles-file", help="Tiles to plan, one id a line.")
 @click.option("--year", type=int, help="Calendar year, e.g. 2023.")
 @click.option("--period", help="2023-01-01--2023-06-30, or odc-stats style 2023--P1Y / 2023-07--P6M.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="gmrun.yaml (defaults for every key).")
@@ -109,51 +113,25 @@ def synth(out: Path, bbox: str, start: Any, end: Any, n_dates: int, seed: int) -
 @click.option("--max-memory", type=str, help="Cap per-tile memory, e.g. 64Gi.")
 @click.option("--dry-run", is_flag=True, help="Print the summary only; write nothing.")
 @friendly
-def plan(catalog: str, bbox: str | None, tiles: str | None, year: int | None, period: str | None,
-         config_path: str | None, out: str, max_memory: str | None, dry_run: bool) -> None:  # fmt: skip
+def plan(catalog: str | None, region: str | None, geojson: str | None, bbox: str | None, tiles: str | None,
+         tiles_file: str | None, year: int | None, period: str | None, config_path: str | None, out: str,
+         max_memory: str | None, dry_run: bool) -> None:  # fmt: skip
     """Plan a run: tiles of the region, the STAC items of each, and their sizes.
 
-    Writes OUT/plan.json and OUT/items/{tile}.ndjson. The plan embeds the configuration, so a
-    worker needs only the plan's location and a tile id.
+    Writes OUT/plan.json, OUT/items/{tile}.ndjson, OUT/tiles.geojson and OUT/tiles.png. The plan
+    embeds the configuration, so a worker needs only the plan's location and a tile id.
 
     \b
-    Example:
+    Examples:
       gmrun plan --catalog items.ndjson --bbox 29.9,-2.1,30.1,-1.9 --year 2023 -o plan
+      gmrun plan --region africa --year 2023 --dry-run
     """
-    from rich.console import Console
+    from runner.plan import plan_command
 
-    from runner.catalog import read_items
-    from runner.config import load_config
-    from runner.grid import TileGrid
-    from runner.period import Period
-    from runner.plan import build_plan
-
-    config = load_config(config_path)
-    if (year is None) == (period is None):
-        raise UserInputError("give exactly one of --year or --period")
-    per = Period.year(year) if year is not None else Period.parse(period or "")
-    grid = TileGrid.from_config(config.grid)
-    if tiles:
-        tile_ids = _tile_list(tiles) or []
-    elif bbox:
-        from odc.geo import CRS
-        from odc.geo.geom import box
-
-        tile_ids = list(grid.tiles(box(*_bbox(bbox), CRS("EPSG:4326"))))
-    else:
-        raise UserInputError("give a region: --bbox W,S,E,N or --tiles IDS")
-    mem = _parse_memory(max_memory) if max_memory else None
-    p, items = build_plan(config, tile_ids, read_items(catalog), per, source=catalog, max_memory=mem)
-    console = Console()
-    n_items = sum(tp.n_items for tp in p.tiles)
-    cube_tb = sum(tp.cube_bytes for tp in p.tiles) / 1e12
-    console.print(f"{len(p.tiles)} tiles, {n_items} item-tile pairs, "
-                  f"{sum(tp.n_obs for tp in p.tiles)} observations, cube total {cube_tb:.4f} TB, "
-                  f"period {per.label}")  # fmt: skip
-    if dry_run:
-        return
-    saved = p.save(out, items)
-    console.print(f"plan written: {saved.url}")
+    plan_command(catalog=catalog, bbox=_bbox(bbox) if bbox else None, tiles=_tile_list(tiles),
+                 tiles_file=tiles_file, region=region, geojson=geojson, year=year, period=period,
+                 config_path=config_path, out=out, max_memory=_parse_memory(max_memory) if max_memory else None,
+                 dry_run=dry_run)  # fmt: skip
 
 
 def _parse_memory(text: str) -> int:

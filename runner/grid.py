@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 
+import numpy as np
+import shapely
 from odc.geo import CRS, yx_
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import BoundingBox, Geometry
 from odc.geo.gridspec import GridSpec
+from pyproj import Transformer
 
 from runner.config import GridConfig
 from runner.errors import UserInputError
@@ -118,15 +121,45 @@ class TileGrid:
             math.floor((y - self.origin[1]) / self.tile_size),
         )
 
+    def boxes(self, tiles: Sequence[TileId]) -> np.ndarray:
+        """Tile footprints in the grid CRS as a shapely array (vectorised, no odc-geo objects)."""
+        ix = np.fromiter((t.ix for t in tiles), dtype=np.float64, count=len(tiles))
+        iy = np.fromiter((t.iy for t in tiles), dtype=np.float64, count=len(tiles))
+        x0 = self.origin[0] + ix * self.tile_size
+        y0 = self.origin[1] + iy * self.tile_size
+        return shapely.box(x0, y0, x0 + self.tile_size, y0 + self.tile_size)
+
+    def locate_lonlat(self, lon: float, lat: float) -> TileId:
+        """The tile containing a point given in degrees (EPSG:4326)."""
+        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+            raise UserInputError(f"point ({lon}, {lat}) is out of range: need -180 <= lon <= 180, -90 <= lat <= 90")
+        x, y = _to_grid(self.crs).transform(lon, lat)
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise UserInputError(f"point ({lon}, {lat}) has no position in {self.crs}")
+        return self.locate(x, y)
+
     def tiles(self, region: Geometry) -> Iterator[TileId]:
-        """Tiles whose area intersects ``region`` (its geometry, not just its bounding box)."""
+        """Tiles whose area intersects ``region`` (its geometry, not just its bounding box), row
+        by row from the south-west. Vectorised: one prepared geometry tested against the boxes of
+        every tile of the region's bounding box, so a continent (thousands of tiles) takes well
+        under a second."""
         geom = region.to_crs(CRS(self.crs))
-        left, bottom, right, top = geom.boundingbox
+        shp = geom.geom
+        if shp.is_empty:
+            return
+        left, bottom, right, top = shp.bounds
         lo, hi = self.locate(left, bottom), self.locate(right, top)
-        for iy in range(lo.iy, hi.iy + 1):
-            for ix in range(lo.ix, hi.ix + 1):
-                tile = TileId(ix, iy)
-                fp = self.footprint(tile)
-                inter = fp.intersection(geom)
-                if not inter.is_empty and inter.area > 0:
-                    yield tile
+        cand = [TileId(ix, iy) for iy in range(lo.iy, hi.iy + 1) for ix in range(lo.ix, hi.ix + 1)]
+        boxes = self.boxes(cand)
+        shapely.prepare(shp)
+        hit = shapely.intersects(shp, boxes)
+        idx = np.flatnonzero(hit)
+        # area > 0: drop tiles that only touch the region along an edge or at a corner
+        keep = idx[~shapely.touches(shp, boxes[idx])]
+        for i in keep:
+            yield cand[i]
+
+
+@cache
+def _to_grid(crs: str) -> Transformer:
+    return Transformer.from_crs("EPSG:4326", crs, always_xy=True)

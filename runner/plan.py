@@ -248,3 +248,57 @@ def build_plan(
         for t in tile_list
     )
     return Plan(config=config, period=period, tiles=plans, source=source), by_tile
+
+
+def plan_command(
+    *,
+    catalog: str | None,
+    bbox: tuple[float, float, float, float] | None,
+    tiles: list[TileId] | None,
+    tiles_file: str | None,
+    region: str | None,
+    geojson: str | None,
+    year: int | None,
+    period: str | None,
+    config_path: str | None,
+    out: str,
+    max_memory: int | None,
+    dry_run: bool,
+) -> Plan | None:
+    """``gmrun plan``: select the tiles, assign the catalog's items, print a summary, write."""
+    import time
+
+    from rich.console import Console
+
+    from runner.config import load_config
+    from runner.region import select_tiles
+
+    t0 = time.monotonic()
+    config = load_config(config_path)
+    if (year is None) == (period is None):
+        raise UserInputError("give exactly one of --year or --period")
+    per = Period.year(year) if year is not None else Period.parse(period or "")
+    grid = TileGrid.from_config(config.grid)
+    tile_ids, _outline = select_tiles(grid, bbox=bbox, tiles=tiles, tiles_file=tiles_file,
+                                      region=region, geojson=geojson)  # fmt: skip
+    console = Console()
+    if catalog is None:
+        if not dry_run:
+            raise UserInputError("give --catalog (only a --dry-run lists the tiles without one)")
+        first, last = (str(tile_ids[0]), str(tile_ids[-1])) if tile_ids else ("-", "-")
+        console.print(f"{len(tile_ids)} tiles (first {first}, last {last}), period {per.label}, "
+                      f"{time.monotonic() - t0:.2f} s")  # fmt: skip
+        return None
+    from runner.catalog import read_items
+
+    p, items = build_plan(config, tile_ids, read_items(catalog), per, source=catalog, max_memory=max_memory)
+    n_items = sum(tp.n_items for tp in p.tiles)
+    cube_tb = sum(tp.cube_bytes for tp in p.tiles) / 1e12
+    console.print(f"{len(p.tiles)} tiles, {n_items} item-tile pairs, "
+                  f"{sum(tp.n_obs for tp in p.tiles)} observations, cube total {cube_tb:.4f} TB, "
+                  f"period {per.label}")  # fmt: skip
+    if dry_run:
+        return p
+    saved = p.save(out, items)
+    console.print(f"plan written: {saved.url}")
+    return saved

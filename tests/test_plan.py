@@ -1,0 +1,136 @@
+"""The planner: regions, tile selection, grid lookups, plan outputs, and its errors."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from odc.geo import CRS
+
+from runner.config import RunConfig
+from runner.errors import UserInputError
+from runner.grid import TileGrid, TileId
+from runner.region import named_region, parse_geojson, read_tiles_file, select_tiles
+from tests.conftest import gmrun
+
+GRID = TileGrid.from_config(RunConfig().grid)
+
+#: Measured with runner/data/africa.geojson (see docs/planner.md).
+AFRICA_TILES = 3456
+AFRICA_FIRST, AFRICA_LAST = "x199y033", "x191y123"
+
+
+def assert_clean_error(proc, *needles: str, code: int = 2) -> None:
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr
+    for n in needles:
+        assert n in errors[0], errors[0]
+
+
+def _square(lon: float, lat: float, d: float) -> dict:
+    ring = [[lon, lat], [lon + d, lat], [lon + d, lat + d], [lon, lat + d], [lon, lat]]
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+# --- regions ------------------------------------------------------------------------------------------
+def test_africa_land_tiles() -> None:
+    t0 = time.monotonic()
+    tiles = list(GRID.tiles(named_region("africa")))
+    assert time.monotonic() - t0 < 10
+    assert 3300 <= len(tiles) <= 3600
+    assert len(tiles) == AFRICA_TILES
+    assert (str(tiles[0]), str(tiles[-1])) == (AFRICA_FIRST, AFRICA_LAST)
+    # the outline, not its bbox: far fewer than the bbox's tiles, and none in the open Atlantic
+    left, bottom, right, top = named_region("africa").to_crs(CRS(GRID.crs)).boundingbox
+    lo, hi = GRID.locate(left, bottom), GRID.locate(right, top)
+    assert len(tiles) < 0.6 * (hi.ix - lo.ix + 1) * (hi.iy - lo.iy + 1)
+    assert GRID.locate_lonlat(-10.0, -10.0) not in tiles  # South Atlantic
+    assert GRID.locate_lonlat(30.06, -1.95) in tiles  # Kigali
+
+
+def test_unknown_region_lists_known_ones() -> None:
+    with pytest.raises(UserInputError, match="known regions are africa"):
+        named_region("atlantis")
+
+
+def test_geojson_kinds_and_crs() -> None:
+    poly = _square(30.0, -2.0, 0.5)
+    want = sorted(GRID.tiles(parse_geojson(poly)))
+    assert want
+    for doc in (
+        {"type": "Feature", "properties": {}, "geometry": poly},
+        {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": poly}]},
+        {"type": "MultiPolygon", "coordinates": [poly["coordinates"]]},
+    ):
+        assert sorted(GRID.tiles(parse_geojson(doc))) == want
+    # the same square in EPSG:6933 metres, named by a crs member
+    b = GRID.bounds(TileId(200, 80))
+    ring = [[b.left + 1e3, b.bottom + 1e3], [b.left + 2e3, b.bottom + 1e3], [b.left + 2e3, b.bottom + 2e3],
+            [b.left + 1e3, b.bottom + 1e3]]  # fmt: skip
+    doc = {"type": "Polygon", "coordinates": [ring],
+           "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::6933"}}}  # fmt: skip
+    assert list(GRID.tiles(parse_geojson(doc))) == [TileId(200, 80)]
+
+
+@pytest.mark.parametrize(
+    ("doc", "needle"),
+    [
+        ({"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}, "invalid polygon"),
+        ({"type": "FeatureCollection", "features": []}, "empty"),
+        ({"type": "Polygon", "coordinates": []}, "empty"),
+        ({"type": "Point", "coordinates": [0, 0]}, "Polygon or MultiPolygon"),
+        ({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [0, 1], [0, 0]]], "crs": "EPSG:999999"}, "unknown CRS"),
+    ],
+)
+def test_bad_geojson(doc: dict, needle: str) -> None:
+    with pytest.raises(UserInputError, match=needle):
+        parse_geojson(doc)
+
+
+def test_tiles_file_and_one_region_only(tmp_path: Path) -> None:
+    f = tmp_path / "tiles.txt"
+    f.write_text("# tiles\nx017y156\n\nx001y002  # comment\nx017y156\n")
+    assert read_tiles_file(str(f)) == [TileId(17, 156), TileId(1, 2), TileId(17, 156)]
+    assert select_tiles(GRID, tiles_file=str(f))[0] == [TileId(1, 2), TileId(17, 156)]
+    f.write_text("x017y156\nx17y1\n")
+    with pytest.raises(UserInputError, match=r"tiles.txt:2: invalid tile id"):
+        read_tiles_file(str(f))
+    with pytest.raises(UserInputError, match="give a region"):
+        select_tiles(GRID, region="africa", tiles_file=str(f))
+
+
+def test_dry_run_over_africa_without_a_catalog() -> None:
+    t0 = time.monotonic()
+    proc = gmrun("plan", "--region", "africa", "--year", "2023", "--dry-run")
+    assert time.monotonic() - t0 < 10
+    assert proc.returncode == 0, proc.stderr
+    assert f"{AFRICA_TILES} tiles (first {AFRICA_FIRST}, last {AFRICA_LAST})" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--region", "atlantis"], "unknown region 'atlantis': known regions are africa"),
+        (["--region", "africa", "--bbox", "0,0,1,1"], "give a region"),
+        (["--bbox", "0,0,1,1"], "give --catalog"),
+        (["--geojson", "BOWTIE"], "invalid polygon"),
+        (["--geojson", "EMPTY"], "empty"),
+        (["--geojson", "MISSING"], "not found"),
+    ],
+)
+def test_plan_region_errors(tmp_path: Path, args: list[str], needle: str) -> None:
+    files = {
+        "BOWTIE": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]},
+        "EMPTY": {"type": "FeatureCollection", "features": []},
+    }
+    for i, a in enumerate(args):
+        if a in files:
+            (tmp_path / "r.geojson").write_text(json.dumps(files[a]))
+            args[i] = str(tmp_path / "r.geojson")
+        elif a == "MISSING":
+            args[i] = str(tmp_path / "nope.geojson")
+    assert_clean_error(gmrun("plan", "--year", "2023", *args), needle)
