@@ -134,6 +134,38 @@ def plan(catalog: str | None, region: str | None, geojson: str | None, bbox: str
                  dry_run=dry_run)  # fmt: skip
 
 
+@cli.group()
+def grid() -> None:
+    """Look up tiles of the output grid (africa_10 unless --config says otherwise)."""
+
+
+@grid.command("locate", context_settings={"ignore_unknown_options": True})
+@click.argument("lon", type=float)
+@click.argument("lat", type=float)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="gmrun.yaml (its grid).")
+@friendly
+def grid_locate(lon: float, lat: float, config_path: str | None) -> None:
+    """Print the id of the tile containing LON LAT (degrees; use -- before negative numbers)."""
+    from runner.config import load_config
+    from runner.grid import TileGrid
+
+    click.echo(str(TileGrid.from_config(load_config(config_path).grid).locate_lonlat(lon, lat)))
+
+
+@grid.command("show")
+@click.argument("tile")
+@click.option("--geojson", "as_geojson", is_flag=True, help="Print the footprint as a GeoJSON Feature (lon/lat).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="gmrun.yaml (its grid).")
+@friendly
+def grid_show(tile: str, as_geojson: bool, config_path: str | None) -> None:
+    """Print a tile's bounds in the grid CRS and in lon/lat."""
+    from runner.config import load_config
+    from runner.grid import TileGrid, TileId
+
+    g = TileGrid.from_config(load_config(config_path).grid)
+    click.echo(g.describe(TileId.parse(tile), as_geojson=as_geojson))
+
+
 def _parse_memory(text: str) -> int:
     units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
     for u, f in units.items():

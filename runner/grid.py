@@ -138,6 +138,10 @@ class TileGrid:
             raise UserInputError(f"point ({lon}, {lat}) has no position in {self.crs}")
         return self.locate(x, y)
 
+    def describe(self, tile: TileId, as_geojson: bool = False) -> str:
+        """Bounds in the grid CRS and lon/lat, or a GeoJSON Feature of the footprint."""
+        return _describe(self, tile, as_geojson)
+
     def tiles(self, region: Geometry) -> Iterator[TileId]:
         """Tiles whose area intersects ``region`` (its geometry, not just its bounding box), row
         by row from the south-west. Vectorised: one prepared geometry tested against the boxes of
@@ -163,3 +167,27 @@ class TileGrid:
 @cache
 def _to_grid(crs: str) -> Transformer:
     return Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+
+
+def _describe(grid: TileGrid, tile: TileId, as_geojson: bool = False) -> str:
+    import json
+
+    import shapely.geometry
+
+    b = grid.bounds(tile)
+    fp = grid.footprint(tile).to_crs(CRS("EPSG:4326"), resolution=grid.tile_size / 16)
+    # densified for curved edges in other CRSs; straight ones (EPSG:6933) lose their extra vertices
+    ll = shapely.set_precision(fp.geom.simplify(1e-7), 1e-7)
+    if as_geojson:
+        doc = {"type": "Feature", "id": str(tile),
+               "properties": {"tile": str(tile), "crs": grid.crs,
+                              "bounds": [b.left, b.bottom, b.right, b.top]},
+               "geometry": shapely.geometry.mapping(ll)}  # fmt: skip
+        return json.dumps(doc)
+    w, s, e, n = ll.bounds
+    return (
+        f"tile {tile}\n"
+        f"grid       {grid.crs}, {grid.resolution:g} m pixels, {grid.tile_pixels} px tiles\n"
+        f"bounds     {b.left:.0f} {b.bottom:.0f} {b.right:.0f} {b.top:.0f} (left bottom right top, {grid.crs})\n"
+        f"lon/lat    {w:.5f} {s:.5f} {e:.5f} {n:.5f} (W S E N, EPSG:4326)"
+    )

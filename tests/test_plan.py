@@ -134,3 +134,21 @@ def test_plan_region_errors(tmp_path: Path, args: list[str], needle: str) -> Non
         elif a == "MISSING":
             args[i] = str(tmp_path / "nope.geojson")
     assert_clean_error(gmrun("plan", "--year", "2023", *args), needle)
+
+
+# --- grid lookups -------------------------------------------------------------------------------------
+def test_grid_locate_and_show() -> None:
+    proc = gmrun("grid", "locate", "30.06", "-1.95")
+    assert proc.returncode == 0, proc.stderr
+    tile = TileId.parse(proc.stdout.strip())
+    assert tile == GRID.locate_lonlat(30.06, -1.95) == TileId(211, 74)
+    shown = gmrun("grid", "show", str(tile))
+    assert shown.returncode == 0, shown.stderr
+    b = GRID.bounds(tile)
+    assert f"{b.left:.0f} {b.bottom:.0f} {b.right:.0f} {b.top:.0f}" in shown.stdout
+    feat = json.loads(gmrun("grid", "show", str(tile), "--geojson").stdout)
+    assert feat["properties"]["tile"] == str(tile)
+    w, s, e, n = parse_geojson(feat["geometry"]).boundingbox
+    assert w < 30.06 < e and s < -1.95 < n
+    assert_clean_error(gmrun("grid", "show", "x1y"), "invalid tile id")
+    assert_clean_error(gmrun("grid", "locate", "200", "0"), "out of range")
