@@ -129,7 +129,9 @@ def tile_item(
     from odc.geo import CRS
 
     cfg = out.config
-    footprint = geobox.extent.to_crs(CRS("EPSG:4326"), resolution=0.01)
+    # densify each side into 16 segments (``resolution`` is in the grid's units, metres)
+    edge = max(geobox.shape.yx) * abs(geobox.resolution.x)
+    footprint = geobox.extent.to_crs(CRS("EPSG:4326"), resolution=edge / 16)
     lon0, lat0, lon1, lat1 = footprint.boundingbox
     epsg = geobox.crs.epsg
     assets: dict[str, Any] = {}

@@ -266,19 +266,19 @@ def to_dn(gm: NDArray[np.float32], scale: float, offset: float, nodata: int) -> 
 
 # --- write --------------------------------------------------------------------------------------------
 def write_outputs(
-    out: TileOutputs, cube: Cube, result: Any, config: RunConfig, heartbeat: Heartbeat
+    out: TileOutputs, geobox: GeoBox, result: Any, config: RunConfig, heartbeat: Heartbeat
 ) -> dict[str, WrittenFile]:
     """One COG per output band; returns what was written, by band."""
     inp = config.input
     layers: list[tuple[str, NDArray[Any], float | None, str]] = []
-    for b, band in enumerate(cube.bands):
+    for b, band in enumerate(config.bands):
         layers.append((band, to_dn(result.gm[:, :, b], inp.scale, inp.offset, inp.nodata), inp.nodata, "average"))
     for band in MAD_BANDS:
         layers.append((band, getattr(result, band), float("nan"), "average"))
     layers.append((COUNT_BAND, result.count, None, "nearest"))
     files = {}
     for band, data, nodata, resampling in layers:
-        files[band] = write_file(out.band_url(band), cog_bytes(data, cube.geobox, nodata, resampling), COG_TYPE)
+        files[band] = write_file(out.band_url(band), cog_bytes(data, geobox, nodata, resampling), COG_TYPE)
         heartbeat.beat()
     return files
 
@@ -325,17 +325,19 @@ def run_tile(
              extra={"stage": "reduce", "cube_bytes": cube.nbytes})  # fmt: skip
     with _timed(timings, "reduce"):
         result = reduce_cube(cube, config, log, heartbeat)
+    cube_shape, cube_bytes, dates = list(cube.data.shape), cube.nbytes, cube.times
+    del cube  # the results are all that writing needs: give the cube's memory back first
     iters = result.iterations[result.count > 0]
     with _timed(timings, "write"):
-        files = write_outputs(out, cube, result, config, heartbeat)
+        files = write_outputs(out, geobox, result, config, heartbeat)
     metrics = {
         "tile": str(tid),
         "started": started,
         "seconds": timings,
-        "cube_shape": list(cube.data.shape),
-        "cube_bytes": cube.nbytes,
+        "cube_shape": cube_shape,
+        "cube_bytes": cube_bytes,
         "peak_rss_bytes": peak_rss_bytes(),
-        "observations": len(cube.times),
+        "observations": len(dates),
         "items": len(items),
         "clear_observations_mean": float(result.count.mean()),
         "iterations_mean": float(iters.mean()) if iters.size else 0.0,
@@ -350,7 +352,7 @@ def run_tile(
             "gmrun:mask": config.mask.model_dump(mode="json"),
             "gmrun:inputs": [it["id"] for it in items],
             "gmrun:skipped_inputs": [],
-            "gmrun:observation_dates": list(cube.times),
+            "gmrun:observation_dates": list(dates),
             "gmrun:metrics": metrics,
         },
     )  # fmt: skip

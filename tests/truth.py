@@ -32,10 +32,12 @@ OFFSETS = ((0.0, 0.0), (15.0, 15.0), (15.0, -15.0), (-15.0, 15.0), (-15.0, -15.0
 
 
 @dataclass
-class Truth:
+class Truth:  # (arrays at every ``step``-th pixel)
     valid: NDArray[np.bool_]  #: (t, y, x) clear at the pixel centre
     sure: NDArray[np.bool_]  #: (t, y, x) all five points agree on validity and SCL class
     exact: NDArray[np.bool_]  #: (t, y, x) ... and on land cover and digital numbers
+    landcover: NDArray[np.int8]  #: (y, x) at the centre
+    same_landcover: NDArray[np.bool_]  #: (y, x) all five points have the same land cover
     scl: NDArray[np.uint8]  #: (t, y, x) at the centre
     dn: NDArray[np.uint16]  #: (t, y, x, band) at the centre
     lon: NDArray[np.float64]
@@ -73,5 +75,5 @@ def truth(model: SceneModel, geobox: GeoBox, step: int = 1) -> Truth:
         exact_l.append(exact)
         scl_l.append(obs[0].scl)
         dn_l.append(dn0)
-    return Truth(np.stack(valid_l), np.stack(sure_l), np.stack(exact_l), np.stack(scl_l),
-                 np.stack(dn_l), *points[0])  # fmt: skip
+    return Truth(np.stack(valid_l), np.stack(sure_l), np.stack(exact_l), lc[0], same_lc,
+                 np.stack(scl_l), np.stack(dn_l), *points[0])  # fmt: skip
