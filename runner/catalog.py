@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from itertools import islice
+from typing import Any, TypeVar
 
+import numpy as np
+import shapely
 from odc.geo import CRS
 from odc.geo.geom import Geometry
+from pyproj import Transformer
+from shapely.geometry import shape
 
 from runner import store
 from runner.errors import UserInputError
@@ -16,6 +22,7 @@ from runner.grid import TileGrid, TileId
 from runner.period import Period
 
 Item = dict[str, Any]
+T = TypeVar("T")
 
 
 def read_items(url: str) -> Iterator[Item]:
@@ -74,22 +81,95 @@ def in_period(items: Iterable[Item], period: Period, max_cloud_cover: float = 10
             yield it
 
 
+#: Items transformed and matched at a time (bounds the memory of the vectorised step).
+BATCH = 4096
+
+
+def iter_catalog(url: str) -> Iterator[tuple[str, Item]]:
+    """``(line, item)`` pairs: for a local ndjson file the raw line (streamed, never the whole
+    file in memory, so a plan can copy it verbatim); else the item re-serialised."""
+    if url.endswith((".ndjson", ".jsonl")) and not store.is_s3(url):
+        path = store.local_path(url)
+        try:
+            f = path.open(encoding="utf-8")
+        except FileNotFoundError:
+            raise UserInputError(f"catalog not found: {url}") from None
+        except IsADirectoryError:
+            raise UserInputError(f"catalog {url} is a folder: give an .ndjson or .json item file") from None
+        with f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        yield line.rstrip("\n"), json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise UserInputError(f"{url}:{n}: not a JSON item ({e.msg})") from None
+        return
+    for it in read_items(url):
+        yield json.dumps(it, separators=(",", ":")), it
+
+
+@dataclass(frozen=True, slots=True)
+class Matches:
+    """One batch's result: per record the indices (into the tile list) of its tiles, and the
+    longitude of its footprint's centroid (for the solar day)."""
+
+    tiles: list[list[int]]
+    lon: np.ndarray
+
+
+class TileMatcher:
+    """Which of ``tiles`` each footprint intersects (area > 0), vectorised: footprints are
+    transformed in one pyproj call per batch, candidates come from an STRtree of the tile boxes
+    and edge/corner-only contacts are dropped."""
+
+    def __init__(self, grid: TileGrid, tiles: Sequence[TileId]) -> None:
+        self.tiles = list(tiles)
+        self.boxes = grid.boxes(self.tiles)
+        self.tree = shapely.STRtree(self.boxes)
+        self._tr = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True)
+
+    def _project(self, xy: np.ndarray) -> np.ndarray:
+        x, y = self._tr.transform(xy[:, 0], xy[:, 1])
+        return np.column_stack([x, y])
+
+    def match(self, geometries: Sequence[dict[str, Any]]) -> Matches:
+        """Match GeoJSON geometries (EPSG:4326) to the tiles."""
+        geoms = np.array([shape(g) for g in geometries], dtype=object)
+        lon = shapely.get_x(shapely.centroid(geoms))
+        # densify (0.25°) so that edges curving in the grid CRS stay close to the footprint
+        proj = shapely.transform(shapely.segmentize(geoms, 0.25), self._project)
+        out: list[list[int]] = [[] for _ in range(len(geoms))]
+        if len(self.tiles) and len(geoms):
+            src, dst = self.tree.query(proj, predicate="intersects")
+            keep = ~shapely.touches(proj[src], self.boxes[dst])
+            for i, j in zip(src[keep].tolist(), dst[keep].tolist(), strict=True):
+                out[i].append(j)
+        return Matches(out, lon)
+
+
+def match_tiles(
+    records: Iterable[T], grid: TileGrid, tiles: Sequence[TileId], item: Callable[[T], Item], batch: int = BATCH
+) -> Iterator[tuple[T, list[int], float]]:
+    """``(record, tile indices, centroid longitude)`` for each record, in order, batch by batch."""
+    matcher = TileMatcher(grid, tiles)
+    it = iter(records)
+    while chunk := list(islice(it, batch)):
+        m = matcher.match([item(r)["geometry"] for r in chunk])
+        yield from zip(chunk, m.tiles, m.lon.tolist(), strict=True)
+
+
+def solar_day_at(item: Item, lon: float) -> date:
+    """:func:`solar_day` with the centroid longitude already known."""
+    return (item_datetime(item) + timedelta(hours=lon / 15.0)).date()
+
+
 def assign_to_tiles(items: Iterable[Item], grid: TileGrid, tiles: Iterable[TileId]) -> dict[TileId, list[Item]]:
     """Items per tile, by footprint intersection (area > 0) with each tile's footprint."""
-    wanted = set(tiles)
+    wanted = sorted(set(tiles))
     out: dict[TileId, list[Item]] = {t: [] for t in wanted}
-    crs = CRS(grid.crs)
-    for it in items:
-        fp = item_footprint(it).to_crs(crs)
-        left, bottom, right, top = fp.boundingbox
-        lo, hi = grid.locate(left, bottom), grid.locate(right, top)
-        for iy in range(lo.iy, hi.iy + 1):
-            for ix in range(lo.ix, hi.ix + 1):
-                t = TileId(ix, iy)
-                if t in wanted:
-                    inter = grid.footprint(t).intersection(fp)
-                    if not inter.is_empty and inter.area > 0:
-                        out[t].append(it)
+    for it, idx, _lon in match_tiles(items, grid, wanted, lambda r: r):
+        for j in idx:
+            out[wanted[j]].append(it)
     for lst in out.values():
         lst.sort(key=lambda it: (item_datetime(it), it.get("id", "")))
     return out

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from runner import __version__, store
@@ -196,6 +197,10 @@ class Plan:
         for tp in self.tiles:
             lines = "".join(json.dumps(it, separators=(",", ":")) + "\n" for it in items.get(tp.tile, ()))
             store.write_bytes(store.join(folder, tp.items_href), lines.encode(), "application/x-ndjson")
+        return self.save_manifest(folder)
+
+    def save_manifest(self, folder: str) -> Plan:
+        """Write ``plan.json`` only (the item files written already)."""
         url = store.join(folder, PLAN_FILE)
         text = json.dumps(self.to_dict(), indent=1)
         store.write_bytes(url, text.encode(), "application/json")
@@ -250,6 +255,216 @@ def build_plan(
     return Plan(config=config, period=period, tiles=plans, source=source), by_tile
 
 
+#: Assumed throughput of one worker node, in pixel-observations (pixels × time steps of a tile's
+#: cube) per node-hour: a 16-core node at 3.5 M pixel-observations per core-second, a quarter of
+#: the fused geomedian + MADs rate measured in docs/algos.md (~15 M/CPU-s at 10 bands), leaving
+#: three quarters of the time for reading, decoding, masking and writing. An assumption, not a
+#: measurement of a whole tile: use it to compare plans, not to book a cluster.
+PX_OBS_PER_NODE_HOUR = 16 * 3.5e6 * 3600
+#: Buffered item lines (bytes) before they are appended to the per-tile staging files.
+_FLUSH_BYTES = 64 * _MIB
+
+
+def node_hours(plan: Plan) -> float:
+    """Estimated node-hours of a plan at :data:`PX_OBS_PER_NODE_HOUR`."""
+    px = plan.grid.tile_pixels**2
+    return sum(px * tp.n_obs for tp in plan.tiles) / PX_OBS_PER_NODE_HOUR
+
+
+def stream_plan(
+    config: RunConfig,
+    tiles: Iterable[TileId],
+    catalog: str,
+    period: Period,
+    folder: str | None,
+    max_memory: int | None = None,
+) -> Plan:
+    """Plan straight from a catalog file without holding its items: each item is parsed once,
+    matched to tiles in vectorised batches, and its raw line appended to the staging file of
+    each of its tiles; at the end every tile's lines are sorted by (datetime, id) and written to
+    ``folder/items/{tile}.ndjson``. ``folder=None`` only counts (dry run). Same result as
+    :func:`build_plan` + :meth:`Plan.save`."""
+    import os
+    import tempfile
+
+    from runner.catalog import item_datetime, iter_catalog, match_tiles
+
+    grid = TileGrid.from_config(config.grid)
+    tile_list = sorted(set(tiles))
+    n = len(tile_list)
+    keys: list[list[tuple[datetime, str]]] = [[] for _ in range(n)]
+    days: list[set[date]] = [set() for _ in range(n)]
+    stage = tempfile.TemporaryDirectory(prefix=".gmrun-plan-") if folder is not None else None
+    buf: dict[int, list[str]] = {}
+    buffered = 0
+
+    def flush() -> None:
+        nonlocal buffered
+        assert stage is not None
+        for j, lines in buf.items():
+            with open(os.path.join(stage.name, f"{j}.part"), "a", encoding="utf-8") as f:
+                f.write("\n".join(lines) + "\n")
+        buf.clear()
+        buffered = 0
+
+    cc_max = config.input.max_cloud_cover
+
+    def selected() -> Iterator[tuple[str, dict[str, Any], datetime]]:
+        for line, it in iter_catalog(catalog):
+            dt = item_datetime(it)
+            cc = it.get("properties", {}).get("eo:cloud_cover")
+            if period.contains(dt) and (cc is None or cc <= cc_max):
+                yield line, it, dt
+
+    try:
+        for (line, it, dt), idx, lon in match_tiles(selected(), grid, tile_list, lambda r: r[1]):
+            if not idx:
+                continue
+            day = (dt + timedelta(hours=lon / 15.0)).date()  # the solar day, as catalog.solar_day
+            key = (dt, str(it.get("id", "")))
+            for j in idx:
+                keys[j].append(key)
+                days[j].add(day)
+                if stage is not None:
+                    buf.setdefault(j, []).append(line)
+                    buffered += len(line)
+            if buffered > _FLUSH_BYTES:
+                flush()
+        plans = tuple(make_tile_plan(config, t, len(keys[j]), len(days[j]), max_memory)
+                      for j, t in enumerate(tile_list))  # fmt: skip
+        p = Plan(config=config, period=period, tiles=plans, source=catalog)
+        if stage is None or folder is None:
+            return p
+        flush()
+        for j, tp in enumerate(plans):
+            part = os.path.join(stage.name, f"{j}.part")
+            # split on \n only: a raw line may hold U+2028 etc., which splitlines() would split on
+            lines = Path(part).read_text(encoding="utf-8").split("\n")[:-1] if os.path.exists(part) else []
+            order = sorted(range(len(lines)), key=keys[j].__getitem__)
+            text = "".join(lines[k] + "\n" for k in order)
+            store.write_bytes(store.join(folder, tp.items_href), text.encode(), "application/x-ndjson")
+        return p.save_manifest(folder)
+    finally:
+        if stage is not None:
+            stage.cleanup()
+
+
+_RAMP = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37))  # viridis stops
+
+
+def _colour(v: float) -> tuple[int, int, int]:
+    """``v`` in [0, 1] on a 5-stop viridis ramp."""
+    x = min(max(v, 0.0), 1.0) * (len(_RAMP) - 1)
+    i = min(int(x), len(_RAMP) - 2)
+    f = x - i
+    return tuple(round(a + (b - a) * f) for a, b in zip(_RAMP[i], _RAMP[i + 1], strict=True))  # type: ignore[return-value]
+
+
+def tiles_geojson(plan: Plan) -> dict[str, Any]:
+    """One Feature per tile (footprint in lon/lat) with n_items, n_obs, cube_bytes, memory."""
+    import shapely
+    import shapely.geometry
+    from pyproj import Transformer
+
+    grid = plan.grid
+    tiles = [tp.tile for tp in plan.tiles]
+    tr = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    boxes = shapely.segmentize(grid.boxes(tiles), grid.tile_size / 8)
+
+    def to_ll(xy: Any) -> Any:
+        import numpy as np
+
+        lon, lat = tr.transform(xy[:, 0], xy[:, 1])
+        return np.column_stack([lon, lat])
+
+    ll = shapely.set_precision(shapely.simplify(shapely.transform(boxes, to_ll), 1e-7), 1e-7)
+    feats = []
+    for tp, g in zip(plan.tiles, ll, strict=True):
+        feats.append({
+            "type": "Feature",
+            "id": str(tp.tile),
+            "geometry": shapely.geometry.mapping(g),
+            "properties": {"tile": str(tp.tile), "n_items": tp.n_items, "n_obs": tp.n_obs,
+                           "cube_bytes": tp.cube_bytes, "memory": tp.resources.memory,
+                           "memory_bytes": tp.resources.memory_bytes},
+        })  # fmt: skip
+    return {"type": "FeatureCollection", "features": feats}
+
+
+def tiles_png(plan: Plan, outline: Any | None = None, max_px: int = 1000) -> bytes:
+    """A map of the plan's tiles (grid CRS, north up) coloured by observation count (viridis,
+    0 → max), tiles without observations in red, over the region's outline (grey)."""
+    import io
+
+    import shapely
+    from odc.geo import CRS
+    from PIL import Image, ImageDraw
+
+    grid = plan.grid
+    boxes = grid.boxes([tp.tile for tp in plan.tiles])
+    geoms = list(boxes)
+    region = None
+    if outline is not None:
+        region = outline.to_crs(CRS(grid.crs)).geom
+        geoms.append(region)
+    if not geoms:
+        geoms = [shapely.box(0, 0, 1, 1)]
+    left, bottom, right, top = shapely.total_bounds(geoms)
+    scale = max_px / max(right - left, top - bottom)
+    w, h = max(1, round((right - left) * scale)) + 2, max(1, round((top - bottom) * scale)) + 2
+    img = Image.new("RGB", (w, h), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+
+    def px(x: float, y: float) -> tuple[float, float]:
+        return (1 + (x - left) * scale, 1 + (top - y) * scale)
+
+    if region is not None:
+        for poly in getattr(region, "geoms", [region]):
+            draw.polygon([px(x, y) for x, y in poly.exterior.coords], fill=(225, 225, 225), outline=(120, 120, 120))
+    top_obs = max((tp.n_obs for tp in plan.tiles), default=0) or 1
+    for tp, b in zip(plan.tiles, boxes, strict=True):
+        x0, y0, x1, y1 = b.bounds
+        colour = (220, 40, 40) if tp.n_obs == 0 else _colour(tp.n_obs / top_obs)
+        (a, d), (c, e) = px(x0, y1), px(x1, y0)
+        draw.rectangle([a, d, max(a, c - 1), max(d, e - 1)], fill=colour)
+    if region is not None:  # the coastline over the tiles
+        for poly in getattr(region, "geoms", [region]):
+            draw.line([px(x, y) for x, y in poly.exterior.coords], fill=(60, 60, 60), width=1)
+    out = io.BytesIO()
+    img.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def summary_table(plan: Plan) -> Any:
+    """A rich table: tiles, items, observations, cube TB, estimated node-hours."""
+    from rich.table import Table
+
+    tiles = plan.tiles
+    t = Table(title=f"plan {plan.period.label}", show_header=True)
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    t.add_row("tiles", f"{len(tiles)}")
+    t.add_row("tiles with observations", f"{sum(1 for tp in tiles if tp.n_obs)}")
+    t.add_row("item-tile pairs", f"{sum(tp.n_items for tp in tiles)}")
+    t.add_row("observations (tile time steps)", f"{sum(tp.n_obs for tp in tiles)}")
+    t.add_row("max observations in a tile", f"{max((tp.n_obs for tp in tiles), default=0)}")
+    t.add_row("total cube", f"{sum(tp.cube_bytes for tp in tiles) / 1e12:.3f} TB")
+    t.add_row("largest memory class", max((tp.resources for tp in tiles), key=lambda r: r.memory_bytes,
+                                          default=Resources(0, "")).memory)  # fmt: skip
+    t.add_row("estimated node-hours*", f"{node_hours(plan):.1f}")
+    t.caption = (f"* at an assumed {PX_OBS_PER_NODE_HOUR:.2g} pixel-observations per node-hour "
+                 "(16 cores; see runner/plan.py PX_OBS_PER_NODE_HOUR)")  # fmt: skip
+    return t
+
+
+def write_outputs(plan: Plan, folder: str, outline: Any | None = None) -> None:
+    """``tiles.geojson`` and ``tiles.png`` next to ``plan.json``."""
+    doc = tiles_geojson(plan)
+    store.write_bytes(store.join(folder, "tiles.geojson"), json.dumps(doc, separators=(",", ":")).encode(),
+                      "application/geo+json")  # fmt: skip
+    store.write_bytes(store.join(folder, "tiles.png"), tiles_png(plan, outline), "image/png")
+
+
 def plan_command(
     *,
     catalog: str | None,
@@ -289,16 +504,11 @@ def plan_command(
         console.print(f"{len(tile_ids)} tiles (first {first}, last {last}), period {per.label}, "
                       f"{time.monotonic() - t0:.2f} s")  # fmt: skip
         return None
-    from runner.catalog import read_items
-
-    p, items = build_plan(config, tile_ids, read_items(catalog), per, source=catalog, max_memory=max_memory)
-    n_items = sum(tp.n_items for tp in p.tiles)
-    cube_tb = sum(tp.cube_bytes for tp in p.tiles) / 1e12
-    console.print(f"{len(p.tiles)} tiles, {n_items} item-tile pairs, "
-                  f"{sum(tp.n_obs for tp in p.tiles)} observations, cube total {cube_tb:.4f} TB, "
-                  f"period {per.label}")  # fmt: skip
+    p = stream_plan(config, tile_ids, catalog, per, None if dry_run else out, max_memory)
+    console.print(summary_table(p))
     if dry_run:
+        console.print(f"dry run: nothing written ({time.monotonic() - t0:.1f} s)")
         return p
-    saved = p.save(out, items)
-    console.print(f"plan written: {saved.url}")
-    return saved
+    write_outputs(p, out, _outline)
+    console.print(f"plan written: {p.url} (+ tiles.geojson, tiles.png) in {time.monotonic() - t0:.1f} s")
+    return p

@@ -152,3 +152,59 @@ def test_grid_locate_and_show() -> None:
     assert w < 30.06 < e and s < -1.95 < n
     assert_clean_error(gmrun("grid", "show", "x1y"), "invalid tile id")
     assert_clean_error(gmrun("grid", "locate", "200", "0"), "out of range")
+
+
+# --- plans from a catalog -----------------------------------------------------------------------------
+def _bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_plan", Path(__file__).parents[1] / "benchmarks/bench_plan.py")
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def test_streamed_plan_equals_in_memory_plan_and_writes_outputs(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from runner.catalog import read_items
+    from runner.period import Period
+    from runner.plan import Plan, build_plan, stream_plan, write_outputs
+
+    bench = _bench()
+    items = tmp_path / "items.ndjson"
+    bench.generate(items, 600, 4)
+    tiles = bench.region_tiles(4)
+    cfg = RunConfig()
+    period = Period.parse("2023-01-01--2023-09-30")
+    ref, ref_items = build_plan(cfg, tiles, read_items(str(items)), period)
+    got = stream_plan(cfg, tiles, str(items), period, str(tmp_path / "plan"))
+    assert [tp.to_dict() for tp in got.tiles] == [tp.to_dict() for tp in ref.tiles]
+    assert sum(tp.n_items for tp in got.tiles) > 600  # footprints overlap several tiles
+    loaded = Plan.load(str(tmp_path / "plan"))
+    for t in tiles:
+        assert loaded.items(t) == ref_items[t]  # same items, same (datetime, id) order
+    dry = stream_plan(cfg, tiles, str(items), period, None)
+    assert [tp.to_dict() for tp in dry.tiles] == [tp.to_dict() for tp in ref.tiles]
+
+    write_outputs(loaded, str(tmp_path / "plan"), parse_geojson(_square(14, -1, 3)))
+    doc = json.loads((tmp_path / "plan/tiles.geojson").read_text())
+    assert [f["properties"]["tile"] for f in doc["features"]] == [str(t) for t in sorted(tiles)]
+    f0 = doc["features"][0]["properties"]
+    assert set(f0) >= {"n_items", "n_obs", "cube_bytes", "memory"}
+    with Image.open(tmp_path / "plan/tiles.png") as im:
+        assert im.format == "PNG" and max(im.size) <= 1002
+
+
+def test_plan_cli_writes_plan_and_outputs(tmp_path: Path) -> None:
+    bench = _bench()
+    items = tmp_path / "items.ndjson"
+    bench.generate(items, 200, 2)
+    tf = tmp_path / "tiles.txt"
+    tf.write_text("\n".join(str(t) for t in bench.region_tiles(2)))
+    proc = gmrun("plan", "--catalog", str(items), "--tiles-file", str(tf), "--year", "2023",
+                 "-o", str(tmp_path / "plan"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "estimated node-hours" in proc.stdout and "total cube" in proc.stdout
+    for name in ("plan.json", "tiles.geojson", "tiles.png"):
+        assert (tmp_path / "plan" / name).is_file()
