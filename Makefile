@@ -11,7 +11,7 @@ UV := $(PY) -m uv
 $(BIN)/gmrun: pyproject.toml
 	$(PY) -m pip install --quiet uv
 	$(UV) venv --allow-existing --python $(PY) $(VENV)
-	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e '.[test]'
+	$(UV) pip install --quiet --python $(BIN)/python -e '.[test]'
 	touch $@
 
 install: $(BIN)/gmrun
