@@ -1,11 +1,14 @@
 """Bytes at a location: a local path, ``file://`` URL or ``s3://bucket/key`` (boto3).
 
-S3 credentials come only from the standard AWS chain (environment, profile, web identity);
-``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3`` select an S3-compatible endpoint.
+S3 credentials come only from the standard AWS chain (environment, profile, web identity),
+never from a plan or a manifest; ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3`` select an
+S3-compatible endpoint. Objects larger than :data:`MULTIPART_THRESHOLD` are uploaded in parts
+(boto3's managed transfer), each with its ``ContentType``.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 from functools import cache
@@ -14,6 +17,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from runner.errors import UserInputError
+
+#: Objects at least this big go up as S3 multipart uploads, in parts of this size.
+MULTIPART_THRESHOLD = int(os.environ.get("GMRUN_S3_MULTIPART_THRESHOLD", 16 * 2**20))
 
 
 def is_s3(url: str) -> bool:
@@ -75,7 +81,13 @@ def write_bytes(url: str, data: bytes, content_type: str = "application/octet-st
     """Write a whole object; local files appear atomically (write to a temporary, then rename)."""
     if is_s3(url):
         bucket, key = split_s3(url)
-        s3_client().put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+        from boto3.s3.transfer import TransferConfig
+
+        part = max(MULTIPART_THRESHOLD, 5 * 2**20)  # S3's smallest part (but the last) is 5 MiB
+        cfg = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=part,
+                             max_concurrency=4, use_threads=True)  # fmt: skip
+        s3_client().upload_fileobj(io.BytesIO(data), bucket, key,
+                                   ExtraArgs={"ContentType": content_type}, Config=cfg)  # fmt: skip
         return
     p = local_path(url)
     p.parent.mkdir(parents=True, exist_ok=True)
