@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from itertools import islice
+from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Any, TypeVar
 
 import numpy as np
@@ -85,9 +87,51 @@ def in_period(items: Iterable[Item], period: Period, max_cloud_cover: float = 10
 BATCH = 4096
 
 
-def iter_catalog(url: str) -> Iterator[tuple[str, Item]]:
+_DECODER = json.JSONDecoder()
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def parse_fields(line: str, fields: frozenset[str]) -> Item:
+    """The top-level members ``fields`` of one JSON object, parsing values only until all are
+    found: members after them (a STAC item's large ``assets`` usually comes last) are skipped
+    unparsed. A proper top-level scan (not a text search), so nested keys of the same name do not
+    confuse it. Anything unusual falls back to :func:`json.loads` (and its error)."""
+    ws = _WS.match
+    try:
+        pos = ws(line, 0).end()
+        if line[pos] != "{" or not line.rstrip().endswith("}"):
+            return json.loads(line)
+        pos += 1
+        out: Item = {}
+        need = set(fields)
+        while need:
+            pos = ws(line, pos).end()
+            if line[pos] == "}":
+                break
+            if line[pos] != '"':
+                return json.loads(line)
+            key, pos = scanstring(line, pos + 1)
+            pos = ws(line, pos).end()
+            if line[pos] != ":":
+                return json.loads(line)
+            value, pos = _DECODER.raw_decode(line, ws(line, pos + 1).end())
+            if key in fields:
+                out[key] = value
+                need.discard(key)
+            pos = ws(line, pos).end()
+            if line[pos] == ",":
+                pos += 1
+            elif line[pos] != "}":
+                return json.loads(line)
+        return out
+    except (IndexError, ValueError):
+        return json.loads(line)
+
+
+def iter_catalog(url: str, fields: frozenset[str] | None = None) -> Iterator[tuple[str, Item]]:
     """``(line, item)`` pairs: for a local ndjson file the raw line (streamed, never the whole
-    file in memory, so a plan can copy it verbatim); else the item re-serialised."""
+    file in memory, so a plan can copy it verbatim); else the item re-serialised. With
+    ``fields``, ndjson items hold only those top-level members (see :func:`parse_fields`)."""
     if url.endswith((".ndjson", ".jsonl")) and not store.is_s3(url):
         path = store.local_path(url)
         try:
@@ -100,7 +144,7 @@ def iter_catalog(url: str) -> Iterator[tuple[str, Item]]:
             for n, line in enumerate(f, 1):
                 if line.strip():
                     try:
-                        yield line.rstrip("\n"), json.loads(line)
+                        yield line.rstrip("\n"), (parse_fields(line, fields) if fields else json.loads(line))
                     except json.JSONDecodeError as e:
                         raise UserInputError(f"{url}:{n}: not a JSON item ({e.msg})") from None
         return

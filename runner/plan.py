@@ -310,7 +310,7 @@ def stream_plan(
     cc_max = config.input.max_cloud_cover
 
     def selected() -> Iterator[tuple[str, dict[str, Any], datetime]]:
-        for line, it in iter_catalog(catalog):
+        for line, it in iter_catalog(catalog, frozenset(("id", "geometry", "properties"))):
             dt = item_datetime(it)
             cc = it.get("properties", {}).get("eo:cloud_cover")
             if period.contains(dt) and (cc is None or cc <= cc_max):

@@ -208,3 +208,49 @@ def test_plan_cli_writes_plan_and_outputs(tmp_path: Path) -> None:
     assert "estimated node-hours" in proc.stdout and "total cube" in proc.stdout
     for name in ("plan.json", "tiles.geojson", "tiles.png"):
         assert (tmp_path / "plan" / name).is_file()
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"id": "a", "geometry": {"type": "Point", "coordinates": [1, 2]}, "properties": {"x": 1}, "assets": {}},
+        # nested members of the same names before the top-level ones must not be taken
+        {"assets": {"b": {"properties": {"x": 9}, "id": "nested", "geometry": None}}, "id": "a",
+         "properties": {"x": 1, "s": "\"properties\": {}"}, "geometry": None},
+        {"id": "é\u2028", "properties": {}},  # missing member, odd characters
+    ],
+)
+def test_parse_fields_reads_top_level_members(doc: dict) -> None:
+    from runner.catalog import parse_fields
+
+    fields = frozenset(("id", "geometry", "properties"))
+    for line in (json.dumps(doc), json.dumps(doc, indent=1).replace("\n", " "), json.dumps(doc, ensure_ascii=False)):
+        assert parse_fields(line, fields) == {k: v for k, v in doc.items() if k in fields}
+
+
+def test_parse_fields_errors_like_json() -> None:
+    from runner.catalog import parse_fields
+
+    for bad in ('{"id": "a", "geometry": {', '{"id" "a"}', "[1, 2]", '{"id": "a",, "x": 1}'):
+        try:
+            got = parse_fields(bad, frozenset(("id", "geometry")))
+        except json.JSONDecodeError:
+            continue
+        assert not isinstance(got, dict) or got == {"id": "a"}, bad
+
+
+def test_plan_errors_exit_2_in_one_line(tmp_path: Path) -> None:
+    assert_clean_error(gmrun("plan", "--bbox", "30,-2,200,-1.9", "--year", "2023", "--dry-run"), "out of range")
+    assert_clean_error(gmrun("plan", "--region", "africa", "--period", "someday", "--dry-run"), "invalid period")
+    bench = _bench()
+    items = tmp_path / "items.ndjson"
+    bench.generate(items, 20, 1)
+    tf = tmp_path / "tiles.txt"
+    tf.write_text(str(bench.region_tiles(1)[0]) + "\n")
+    proc = gmrun("plan", "--catalog", str(items), "--tiles-file", str(tf), "--year", "2023", "-o", str(tmp_path / "p"))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((tmp_path / "p/plan.json").read_text())
+    doc["schema"] = "gmrun/plan/999"
+    (tmp_path / "p/plan.json").write_text(json.dumps(doc))
+    assert_clean_error(gmrun("run-tile", "--plan", str(tmp_path / "p"), "--tile", doc["tiles"][0]["tile"]),
+                       "plan schema 'gmrun/plan/999' is not supported")  # fmt: skip
