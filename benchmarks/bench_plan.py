@@ -100,6 +100,22 @@ def plan(path: Path, out: Path, n_tiles: int) -> None:
     }))  # fmt: skip
 
 
+def assign(path: Path, n_tiles: int) -> None:
+    """The in-memory API: ``assign_to_tiles`` over all items (their id/geometry/properties)."""
+    from runner.catalog import assign_to_tiles, iter_catalog
+    from runner.config import RunConfig
+    from runner.grid import TileGrid
+
+    grid = TileGrid.from_config(RunConfig().grid)
+    t0 = time.monotonic()
+    fields = frozenset(("id", "geometry", "properties"))
+    by_tile = assign_to_tiles((it for _line, it in iter_catalog(str(path), fields)), grid, region_tiles(n_tiles))
+    print(json.dumps({
+        "assign_to_tiles_seconds": round(time.monotonic() - t0, 1), "peak_rss_mib": round(vm_hwm_mib()),
+        "item_tile_pairs": sum(len(v) for v in by_tile.values()),
+    }))  # fmt: skip
+
+
 def check(path: Path, out: Path, n_tiles: int, sample: int = 12) -> None:
     """A sample of tiles: their item ids equal a brute-force per-item shapely intersection."""
     import shapely
@@ -135,7 +151,9 @@ def main() -> None:
     ap.add_argument("--tiles", type=int, default=30, help="Region edge in tiles.")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench-plan"))
     ap.add_argument("--check", action="store_true", help="Also brute-force check a sample (slow).")
-    ap.add_argument("--step", choices=["generate", "plan", "check"], help=argparse.SUPPRESS)
+    ap.add_argument("--assign", action="store_true",
+                    help="Also time the in-memory assign_to_tiles over the items' id/geometry/properties.")
+    ap.add_argument("--step", choices=["generate", "plan", "check", "assign"], help=argparse.SUPPRESS)
     a = ap.parse_args()
     items = a.workdir / f"items-{a.items}-{a.tiles}.ndjson"
     out = a.workdir / "plan"
@@ -145,6 +163,9 @@ def main() -> None:
     if a.step == "plan":
         plan(items, out, a.tiles)
         return
+    if a.step == "assign":
+        assign(items, a.tiles)
+        return
     if a.step == "check":
         check(items, out, a.tiles)
         return
@@ -153,6 +174,8 @@ def main() -> None:
     if not items.exists():
         subprocess.run([*base, "--step", "generate"], check=True)
     subprocess.run([*base, "--step", "plan"], check=True)
+    if a.assign:
+        subprocess.run([*base, "--step", "assign"], check=True)
     if a.check:
         subprocess.run([*base, "--step", "check"], check=True)
 

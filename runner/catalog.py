@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from itertools import islice
 from json.decoder import scanstring  # type: ignore[attr-defined]
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -97,6 +98,7 @@ def parse_fields(line: str, fields: frozenset[str]) -> Item:
     unparsed. A proper top-level scan (not a text search), so nested keys of the same name do not
     confuse it. Anything unusual falls back to :func:`json.loads` (and its error)."""
     ws = _WS.match
+    blank = " \t\n\r"
     try:
         pos = ws(line, 0).end()
         if line[pos] != "{" or not line.rstrip().endswith("}"):
@@ -105,20 +107,26 @@ def parse_fields(line: str, fields: frozenset[str]) -> Item:
         out: Item = {}
         need = set(fields)
         while need:
-            pos = ws(line, pos).end()
+            if line[pos] in blank:  # compact JSON (the usual ndjson) skips the regex call
+                pos = ws(line, pos).end()
             if line[pos] == "}":
                 break
             if line[pos] != '"':
                 return json.loads(line)
             key, pos = scanstring(line, pos + 1)
-            pos = ws(line, pos).end()
+            if line[pos] in blank:
+                pos = ws(line, pos).end()
             if line[pos] != ":":
                 return json.loads(line)
-            value, pos = _DECODER.raw_decode(line, ws(line, pos + 1).end())
+            pos += 1
+            if line[pos] in blank:
+                pos = ws(line, pos).end()
+            value, pos = _DECODER.raw_decode(line, pos)
             if key in fields:
                 out[key] = value
                 need.discard(key)
-            pos = ws(line, pos).end()
+            if line[pos] in blank:
+                pos = ws(line, pos).end()
             if line[pos] == ",":
                 pos += 1
             elif line[pos] != "}":
@@ -150,6 +158,36 @@ def iter_catalog(url: str, fields: frozenset[str] | None = None) -> Iterator[tup
         return
     for it in read_items(url):
         yield json.dumps(it, separators=(",", ":")), it
+
+
+def local_ndjson(url: str) -> Path | None:
+    """The path of a local ndjson catalog (whose lines can be addressed by offset), else None."""
+    if url.endswith((".ndjson", ".jsonl")) and not store.is_s3(url):
+        return store.local_path(url)
+    return None
+
+
+def iter_ndjson_spans(path: Path, fields: frozenset[str]) -> Iterator[tuple[tuple[int, int], Item]]:
+    """``((offset, length), item)`` for each item line of a local ndjson file: where its bytes
+    are (without the line end), and its top-level ``fields`` (:func:`parse_fields`)."""
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        raise UserInputError(f"catalog not found: {path}") from None
+    except IsADirectoryError:
+        raise UserInputError(f"catalog {path} is a folder: give an .ndjson or .json item file") from None
+    offset = 0
+    with f:
+        for n, raw in enumerate(f, 1):
+            start = offset
+            offset += len(raw)
+            body = raw.rstrip(b"\r\n")
+            if not body.strip():
+                continue
+            try:
+                yield (start, len(body)), parse_fields(body.decode("utf-8"), fields)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise UserInputError(f"{path}:{n}: not a JSON item ({e})") from None
 
 
 @dataclass(frozen=True, slots=True)

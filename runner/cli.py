@@ -145,7 +145,7 @@ def grid() -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="gmrun.yaml (its grid).")
 @friendly
 def grid_locate(lon: float, lat: float, config_path: str | None) -> None:
-    """Print the id of the tile containing LON LAT (degrees; use -- before negative numbers)."""
+    """Print the id of the tile containing LON LAT (degrees, EPSG:4326)."""
     from runner.config import load_config
     from runner.grid import TileGrid
 

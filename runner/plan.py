@@ -279,22 +279,35 @@ def stream_plan(
     folder: str | None,
     max_memory: int | None = None,
 ) -> Plan:
-    """Plan straight from a catalog file without holding its items: each item is parsed once,
-    matched to tiles in vectorised batches, and its raw line appended to the staging file of
-    each of its tiles; at the end every tile's lines are sorted by (datetime, id) and written to
-    ``folder/items/{tile}.ndjson``. ``folder=None`` only counts (dry run). Same result as
-    :func:`build_plan` + :meth:`Plan.save`."""
+    """Plan straight from a catalog file without holding its items: each item's top-level id,
+    geometry and properties are parsed once and matched to tiles in vectorised batches; per tile
+    only a (datetime, id, where) key and the solar days stay in memory. At the end every tile's
+    raw item lines are written, sorted by (datetime, id), to ``folder/items/{tile}.ndjson``:
+    read back by offset from a local ndjson catalog, or else from per-tile staging files written
+    along the way. ``folder=None`` only counts (dry run). Same result as :func:`build_plan` +
+    :meth:`Plan.save`."""
     import os
     import tempfile
 
-    from runner.catalog import item_datetime, iter_catalog, match_tiles
+    from runner.catalog import (
+        item_datetime,
+        iter_catalog,
+        iter_ndjson_spans,
+        local_ndjson,
+        match_tiles,
+    )
 
     grid = TileGrid.from_config(config.grid)
     tile_list = sorted(set(tiles))
     n = len(tile_list)
-    keys: list[list[tuple[datetime, str]]] = [[] for _ in range(n)]
+    keys: list[list[tuple[datetime, str, Any]]] = [[] for _ in range(n)]
     days: list[set[date]] = [set() for _ in range(n)]
-    stage = tempfile.TemporaryDirectory(prefix=".gmrun-plan-") if folder is not None else None
+    fields = frozenset(("id", "geometry", "properties"))
+    path = local_ndjson(catalog)
+    records: Iterable[tuple[Any, dict[str, Any]]]
+    records = iter_ndjson_spans(path, fields) if path is not None else iter_catalog(catalog, fields)
+    staging = folder is not None and path is None
+    stage = tempfile.TemporaryDirectory(prefix=".gmrun-plan-") if staging else None
     buf: dict[int, list[str]] = {}
     buffered = 0
 
@@ -309,38 +322,48 @@ def stream_plan(
 
     cc_max = config.input.max_cloud_cover
 
-    def selected() -> Iterator[tuple[str, dict[str, Any], datetime]]:
-        for line, it in iter_catalog(catalog, frozenset(("id", "geometry", "properties"))):
+    def selected() -> Iterator[tuple[Any, dict[str, Any], datetime]]:
+        for ref, it in records:
             dt = item_datetime(it)
             cc = it.get("properties", {}).get("eo:cloud_cover")
             if period.contains(dt) and (cc is None or cc <= cc_max):
-                yield line, it, dt
+                yield ref, it, dt
 
     try:
-        for (line, it, dt), idx, lon in match_tiles(selected(), grid, tile_list, lambda r: r[1]):
+        for (ref, it, dt), idx, lon in match_tiles(selected(), grid, tile_list, lambda r: r[1]):
             if not idx:
                 continue
             day = (dt + timedelta(hours=lon / 15.0)).date()  # the solar day, as catalog.solar_day
-            key = (dt, str(it.get("id", "")))
+            # spans sort after (datetime, id) in catalog order, as build_plan's stable sort
+            key = (dt, str(it.get("id", "")), ref if stage is None else None)
             for j in idx:
                 keys[j].append(key)
                 days[j].add(day)
                 if stage is not None:
-                    buf.setdefault(j, []).append(line)
-                    buffered += len(line)
+                    buf.setdefault(j, []).append(ref)
+                    buffered += len(ref)
             if buffered > _FLUSH_BYTES:
                 flush()
         plans = tuple(make_tile_plan(config, t, len(keys[j]), len(days[j]), max_memory)
                       for j, t in enumerate(tile_list))  # fmt: skip
         p = Plan(config=config, period=period, tiles=plans, source=catalog)
-        if stage is None or folder is None:
+        if folder is None:
             return p
+        if stage is None:
+            assert path is not None
+            with path.open("rb") as f:
+                fd = f.fileno()
+                for j, tp in enumerate(plans):
+                    spans = [k[2] for k in sorted(keys[j])]
+                    data = b"".join(os.pread(fd, ln, off) + b"\n" for off, ln in spans)
+                    store.write_bytes(store.join(folder, tp.items_href), data, "application/x-ndjson")
+            return p.save_manifest(folder)
         flush()
         for j, tp in enumerate(plans):
             part = os.path.join(stage.name, f"{j}.part")
             # split on \n only: a raw line may hold U+2028 etc., which splitlines() would split on
             lines = Path(part).read_text(encoding="utf-8").split("\n")[:-1] if os.path.exists(part) else []
-            order = sorted(range(len(lines)), key=keys[j].__getitem__)
+            order = sorted(range(len(lines)), key=lambda k, j=j: keys[j][k][:2])  # type: ignore[misc]
             text = "".join(lines[k] + "\n" for k in order)
             store.write_bytes(store.join(folder, tp.items_href), text.encode(), "application/x-ndjson")
         return p.save_manifest(folder)

@@ -186,6 +186,13 @@ def test_streamed_plan_equals_in_memory_plan_and_writes_outputs(tmp_path: Path) 
         assert loaded.items(t) == ref_items[t]  # same items, same (datetime, id) order
     dry = stream_plan(cfg, tiles, str(items), period, None)
     assert [tp.to_dict() for tp in dry.tiles] == [tp.to_dict() for tp in ref.tiles]
+    # a catalog that is not local ndjson goes through per-tile staging files: same plan
+    fc = tmp_path / "items.json"
+    fc.write_text(json.dumps({"type": "FeatureCollection", "features": list(read_items(str(items)))}))
+    staged = stream_plan(cfg, tiles, str(fc), period, str(tmp_path / "plan2"))
+    assert [tp.to_dict() for tp in staged.tiles] == [tp.to_dict() for tp in ref.tiles]
+    for t in tiles:
+        assert Plan.load(str(tmp_path / "plan2")).items(t) == ref_items[t]
 
     write_outputs(loaded, str(tmp_path / "plan"), parse_geojson(_square(14, -1, 3)))
     doc = json.loads((tmp_path / "plan/tiles.geojson").read_text())
