@@ -199,5 +199,7 @@ def test_peak_rss_is_bounded_by_the_cube(synth_catalog, tmp_path: Path) -> None:
     print(f"cube {cube / 1e6:.0f} MB, peak RSS {metrics['peak_rss_bytes'] / 1e6:.0f} MB "
           f"(polled {polled / 1e6:.0f} MB), budget {budget / 1e6:.0f} MB")  # fmt: skip
     assert polled > cube
-    assert metrics["peak_rss_bytes"] >= polled
+    # the metrics are taken before the STAC item is written: a little below the final peak
+    assert 0.95 * polled <= metrics["peak_rss_bytes"] <= polled
+    assert polled <= budget
     assert metrics["peak_rss_bytes"] <= budget
