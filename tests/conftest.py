@@ -66,6 +66,17 @@ def gmrun(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -
     )  # fmt: skip
 
 
+def assert_clean_error(proc: subprocess.CompletedProcess[str], *needles: str, code: int = 2) -> None:
+    """The CLI failed the way users should see it: the exit code, one ``error:`` line naming
+    ``needles``, and no traceback."""
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr
+    for n in needles:
+        assert n in errors[0], errors[0]
+
+
 @dataclass(frozen=True)
 class ExactRun:
     """All demo tiles computed with morphology off (opening 0, dilation 0): exact truth tests."""
@@ -86,4 +97,4 @@ def exact_run(synth_catalog: Synth, tmp_path_factory: pytest.TempPathFactory) ->
     return ExactRun(synth_catalog, plan, root / "out")
 
 
-__all__ = ["N_DATES", "REPO", "ExactRun", "Synth", "date", "gmrun", "make_plan", "with_changes"]
+__all__ = ["N_DATES", "REPO", "ExactRun", "Synth", "assert_clean_error", "date", "gmrun", "make_plan", "with_changes"]

@@ -10,16 +10,7 @@ import pytest
 
 from runner.grid import TileId
 from runner.outputs import TileOutputs
-from tests.conftest import Synth, gmrun, make_plan, with_changes
-
-
-def assert_clean_error(proc, *needles: str, code: int = 2) -> None:
-    assert proc.returncode == code, proc.stderr
-    assert "Traceback" not in proc.stderr
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1, proc.stderr
-    for n in needles:
-        assert n in errors[0], errors[0]
+from tests.conftest import Synth, assert_clean_error, gmrun, make_plan, with_changes
 
 
 def test_missing_plan(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from runner.config import RunConfig
 from runner.errors import UserInputError
 from runner.grid import TileGrid, TileId
 from runner.region import named_region, parse_geojson, read_tiles_file, select_tiles
-from tests.conftest import gmrun
+from tests.conftest import assert_clean_error, gmrun
 
 GRID = TileGrid.from_config(RunConfig().grid)
 
@@ -21,14 +21,6 @@ GRID = TileGrid.from_config(RunConfig().grid)
 AFRICA_TILES = 3456
 AFRICA_FIRST, AFRICA_LAST = "x199y033", "x191y123"
 
-
-def assert_clean_error(proc, *needles: str, code: int = 2) -> None:
-    assert proc.returncode == code, proc.stderr
-    assert "Traceback" not in proc.stderr
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1, proc.stderr
-    for n in needles:
-        assert n in errors[0], errors[0]
 
 
 def _square(lon: float, lat: float, d: float) -> dict:
