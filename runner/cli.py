@@ -184,8 +184,15 @@ def _parse_memory(text: str) -> int:
 @click.option("--overwrite", is_flag=True, help="Recompute even if the tile is done.")
 @click.option("--log-format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True,
               help="auto: text on a terminal, JSON lines otherwise (as in a Job).")  # fmt: skip
+@click.option("--skip-bad-inputs", is_flag=True, envvar="GMRUN_SKIP_BAD_INPUTS",
+              help="Drop the items of assets still unreadable after retries (listed in the STAC item's "
+                   "gmrun:skipped_inputs) instead of failing the tile.")  # fmt: skip
+@click.option("--max-processing-time", "max_time", type=click.FloatRange(min=0, min_open=True),
+              envvar="GMRUN_MAX_PROCESSING_TIME", metavar="SECONDS",
+              help="Stop the tile (exit 1, no done marker) after this many seconds.")  # fmt: skip
 @friendly
-def run_tile_cmd(plan_url: str, tile: str, location: str | None, overwrite: bool, log_format: str) -> None:
+def run_tile_cmd(plan_url: str, tile: str, location: str | None, overwrite: bool, log_format: str,
+                 skip_bad_inputs: bool, max_time: float | None) -> None:  # fmt: skip
     """Compute one tile: load, mask, reduce, write COGs and the STAC item (last).
 
     This is what each Kubernetes Job runs. Exit codes: 0 done (or already done), 2 bad input
@@ -201,7 +208,8 @@ def run_tile_cmd(plan_url: str, tile: str, location: str | None, overwrite: bool
     log = logs.tile_logger(tid)
     p = Plan.load(plan_url)
     try:
-        run_tile(p, tid, location=location, overwrite=overwrite or None)
+        run_tile(p, tid, location=location, overwrite=overwrite or None, skip_bad_inputs=skip_bad_inputs,
+                 max_processing_time=max_time)  # fmt: skip
     except EmptyTileError as e:
         log.warning("%s", e, extra={"status": "empty"})
         raise
@@ -220,18 +228,28 @@ def run_tile_cmd(plan_url: str, tile: str, location: str | None, overwrite: bool
               help="Tiles at a time (each tile uses all cores).")
 @click.option("--output", "location", help="Output folder or s3:// prefix (overrides the plan's).")
 @click.option("--overwrite", is_flag=True, help="Recompute done tiles too.")
+@click.option("--skip-bad-inputs", is_flag=True, help="As run-tile's: skip items whose assets stay unreadable.")
+@click.option("--max-processing-time", "max_time", type=click.FloatRange(min=0, min_open=True),
+              metavar="SECONDS", help="Per tile: stop it (failed, no done marker) after this many seconds.")  # fmt: skip
 @friendly
-def run_cmd(plan_url: str, tiles: str | None, workers: int, location: str | None, overwrite: bool) -> None:
+def run_cmd(plan_url: str, tiles: str | None, workers: int, location: str | None, overwrite: bool,
+            skip_bad_inputs: bool, max_time: float | None) -> None:  # fmt: skip
     """Run a plan's tiles on this machine, one process per tile; done tiles are skipped.
 
     Exit code 1 if any tile failed (the summary names them; rerun the same command to retry
     only what is not done).
     """
+    import os
+
     from rich.console import Console
 
     from runner.local import run_local, summary_table
     from runner.plan import Plan
 
+    if skip_bad_inputs:  # the workers (run-tile subprocesses) read these options from the environment
+        os.environ["GMRUN_SKIP_BAD_INPUTS"] = "1"
+    if max_time:
+        os.environ["GMRUN_MAX_PROCESSING_TIME"] = repr(max_time)
     p = Plan.load(plan_url)
     runs = run_local(p, _tile_list(tiles), workers=workers, location=location, overwrite=overwrite)
     Console(stderr=True).print(summary_table(runs))

@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,6 +44,7 @@ from runner.outputs import (
     TileOutputs,
     WrittenFile,
     cog_bytes,
+    output_bands,
     write_file,
 )
 from runner.plan import Plan
@@ -94,6 +97,45 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+class Deadline:
+    """``--max-processing-time``: a watchdog thread ends the worker when the time is up.
+
+    It logs the reason, prints ``error: ... exceeded --max-processing-time ...`` and exits with
+    code 1 at once — whatever the worker is doing (a GDAL read, a numba kernel). Once the done
+    marker is about to be written the deadline is disarmed, so a tile is never reported failed
+    with its STAC item written, nor the other way round.
+    """
+
+    def __init__(self, tile: TileId, seconds: float | None, log: Any) -> None:
+        self.tile, self.seconds, self.log = tile, seconds, log
+        self.stage = "start"
+        self._lock = threading.Lock()
+        self._disarmed = False
+        self._timer: threading.Timer | None = None
+        if seconds:
+            self._timer = threading.Timer(seconds, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _expire(self) -> None:
+        with self._lock:  # held until the process ends: disarm() cannot race past it
+            if self._disarmed:
+                return
+            msg = (f"tile {self.tile} exceeded --max-processing-time {self.seconds:g} s "
+                   f"during {self.stage}; stopped, no done marker written")  # fmt: skip
+            self.log.error("%s", msg, extra={"status": "failed", "stage": self.stage, "reason": "deadline"})
+            with contextlib.suppress(Exception):
+                sys.stderr.write(f"error: {msg}\n")
+                sys.stderr.flush()
+            os._exit(1)
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._disarmed = True
+            if self._timer is not None:
+                self._timer.cancel()
+
+
 @contextlib.contextmanager
 def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
     t0 = time.perf_counter()
@@ -109,13 +151,26 @@ def _hrefs(items: list[dict[str, Any]]) -> list[str]:
 
 
 def _asset_in_error(exc: BaseException, hrefs: list[str]) -> str | None:
-    """The input asset an exception is about, found in its message (or its causes')."""
+    """The input asset an exception is about, found in its message (or its causes'), else in
+    the frames it went through: GDAL's HTTP errors (``HTTP response code: 404``) name no file,
+    but odc-loader's reader holds the source (``src.uri``) it was reading."""
     e: BaseException | None = exc
     while e is not None:
         text = str(e)
         for h in hrefs:
             if h in text or os.path.basename(h) in text:
                 return h
+        e = e.__cause__ or e.__context__
+    known = set(hrefs)
+    e = exc
+    while e is not None:
+        tb = e.__traceback__
+        while tb is not None:
+            for v in tb.tb_frame.f_locals.values():
+                uri = v if isinstance(v, str) else getattr(v, "uri", None)
+                if isinstance(uri, str) and uri in known:
+                    return uri
+            tb = tb.tb_next
         e = e.__cause__ or e.__context__
     return None
 
@@ -180,18 +235,28 @@ def lazy_stack(items: list[dict[str, Any]], config: RunConfig, geobox: GeoBox) -
     return stack, times
 
 
+def _item_of(items: list[dict[str, Any]], href: str) -> dict[str, Any] | None:
+    for it in items:
+        if any(a.get("href") == href for a in it.get("assets", {}).values()):
+            return it
+    return None
+
+
 def load_cube(
     items: list[dict[str, Any]],
     config: RunConfig,
     geobox: GeoBox,
     log: Any,
     heartbeat: Heartbeat | None = None,
+    skip_bad_inputs: bool = False,
+    skipped: list[str] | None = None,
 ) -> Cube:
     """Load, mask and sink the tile into one preallocated uint16 (y, x, band, time) array.
 
     An asset that fails is read again directly (``input.retries`` times, with backoff); if it
-    is still unreadable the tile fails with :class:`InputAssetError` naming it; if it reads now
-    (a transient fault), the load is done once more.
+    is still unreadable the tile fails with :class:`InputAssetError` naming it — or, with
+    ``skip_bad_inputs``, its item is dropped (its id appended to ``skipped``) and the load is
+    done again without it. If the asset reads now (a transient fault), the load is done once more.
     """
     import warnings
 
@@ -205,9 +270,14 @@ def load_cube(
 
     heartbeat = heartbeat or Heartbeat()
     gdal_environment(config)
-    hrefs = _hrefs(items)
+    items = list(items)
+    skipped = skipped if skipped is not None else []
     threads = config.input.threads or os.cpu_count() or 1
-    for attempt in range(2):
+    transient: set[str] = set()  # assets that failed once and then read: a second failure is fatal
+    while True:
+        if not items:
+            raise EmptyTileError("no observations were loaded: every input was skipped")
+        hrefs = _hrefs(items)
         stack, times = lazy_stack(items, config, geobox)
         ny, nx, nb, nt = stack.shape
         if nt == 0:
@@ -230,14 +300,22 @@ def load_cube(
                     raise
                 del cube
                 reason = _probe_asset(href, config.input.retries)
-                if reason is not None:
+                if reason is None and href in transient:
+                    reason = f"failed twice while loading: {e}"
+                if reason is None:
+                    transient.add(href)
+                    log.warning("transient read failure of %s; loading again", href, extra={"asset": href})
+                    continue
+                bad = _item_of(items, href)
+                if not skip_bad_inputs or bad is None:
                     raise InputAssetError(
                         f"input asset unreadable after {config.input.retries} retries: {href} ({reason})"
                     ) from None
-                if attempt == 1:
-                    raise InputAssetError(f"input asset failed twice while loading: {href} ({e})") from None
-                log.warning("transient read failure of %s; loading again", href, extra={"asset": href})
-    raise AssertionError("unreachable")
+                items.remove(bad)
+                skipped.append(str(bad.get("id")))
+                log.warning("skipping item %s: asset unreadable after %d retries: %s (%s)", bad.get("id"),
+                            config.input.retries, href, reason,
+                            extra={"asset": href, "skipped_item": bad.get("id")})  # fmt: skip
 
 
 # --- reduce ------------------------------------------------------------------------------------------
@@ -266,7 +344,7 @@ def to_dn(gm: NDArray[np.float32], scale: float, offset: float, nodata: int) -> 
 
 # --- write --------------------------------------------------------------------------------------------
 def write_outputs(
-    out: TileOutputs, geobox: GeoBox, result: Any, config: RunConfig, heartbeat: Heartbeat
+    out: TileOutputs, geobox: GeoBox, result: Any, config: RunConfig, heartbeat: Heartbeat, log: Any = None
 ) -> dict[str, WrittenFile]:
     """One COG per output band; returns what was written, by band."""
     inp = config.input
@@ -280,6 +358,8 @@ def write_outputs(
     for band, data, nodata, resampling in layers:
         files[band] = write_file(out.band_url(band), cog_bytes(data, geobox, nodata, resampling), COG_TYPE)
         heartbeat.beat()
+        if log is not None:
+            log.info("wrote %s", files[band].url, extra={"stage": "write", "band": band})
     return files
 
 
@@ -289,8 +369,15 @@ def run_tile(
     *,
     location: str | None = None,
     overwrite: bool | None = None,
+    skip_bad_inputs: bool = False,
+    max_processing_time: float | None = None,
 ) -> TileReport:
-    """Compute one tile of a plan and write its outputs (skipped if already done)."""
+    """Compute one tile of a plan and write its outputs (skipped if already done).
+
+    ``skip_bad_inputs``: drop the items of assets that stay unreadable (listed in the STAC
+    item's ``gmrun:skipped_inputs``) instead of failing. ``max_processing_time``: seconds after
+    which the process ends with exit code 1 and no done marker (see :class:`Deadline`).
+    """
     import json
 
     from runner.outputs import tile_item
@@ -306,6 +393,8 @@ def run_tile(
         return TileReport(tid, "skipped", out.item_url)
     heartbeat = Heartbeat()
     heartbeat.beat(force=True)
+    deadline = Deadline(tid, max_processing_time, log)
+    skipped: list[str] = []
     timings: dict[str, float] = {}
     started = datetime.now().astimezone().isoformat(timespec="seconds")
     with _timed(timings, "items"):
@@ -316,20 +405,24 @@ def run_tile(
     geobox = grid.geobox(tid)
     log.info("loading %d items onto %s px", len(items), "×".join(map(str, geobox.shape)),
              extra={"stage": "load", "items": len(items)})  # fmt: skip
+    deadline.stage = "load"
     with _timed(timings, "load"):
         try:
-            cube = load_cube(items, config, geobox, log, heartbeat)
+            cube = load_cube(items, config, geobox, log, heartbeat, skip_bad_inputs, skipped)
         except EmptyTileError:
             raise EmptyTileError(f"tile {tid} is empty: its items hold no observations; nothing written") from None
     log.info("cube %s uint16 (%.1f MB), %d observations", cube.data.shape, cube.nbytes / 1e6, len(cube.times),
              extra={"stage": "reduce", "cube_bytes": cube.nbytes})  # fmt: skip
+    deadline.stage = "reduce"
     with _timed(timings, "reduce"):
         result = reduce_cube(cube, config, log, heartbeat)
     cube_shape, cube_bytes, dates = list(cube.data.shape), cube.nbytes, cube.times
     del cube  # the results are all that writing needs: give the cube's memory back first
     iters = result.iterations[result.count > 0]
+    deadline.stage = "write"
+    log.info("writing %d files to %s", len(output_bands(config)), out.folder, extra={"stage": "write"})
     with _timed(timings, "write"):
-        files = write_outputs(out, geobox, result, config, heartbeat)
+        files = write_outputs(out, geobox, result, config, heartbeat, log)
     metrics = {
         "tile": str(tid),
         "started": started,
@@ -351,11 +444,12 @@ def run_tile(
             "gmrun:algorithm": config.algorithm.model_dump(mode="json"),
             "gmrun:mask": config.mask.model_dump(mode="json"),
             "gmrun:inputs": [it["id"] for it in items],
-            "gmrun:skipped_inputs": [],
+            "gmrun:skipped_inputs": skipped,
             "gmrun:observation_dates": list(dates),
             "gmrun:metrics": metrics,
         },
     )  # fmt: skip
+    deadline.disarm()
     write_file(out.item_url, json.dumps(item, indent=1).encode(), "application/geo+json")  # the done marker
     log.info("done in %.1f s: %s", sum(timings.values()), out.item_url,
              extra={"status": "done", "metrics": metrics})  # fmt: skip

@@ -1,0 +1,217 @@
+"""A worker that loses nothing under faults (real CLI in subprocesses, real files and servers).
+
+* SIGKILL during the reduction and during the write: no done marker; the rerun's COGs are
+  byte-identical to an uninterrupted run's;
+* ``--max-processing-time``: exit 1 with the reason, no done marker; the heartbeat file is
+  touched while the work progresses;
+* inputs over HTTP (a local Range server with injected faults): 5xx bursts and slow responses
+  are retried and the outputs are identical to the local-file run; a 404 fails the tile naming
+  the asset; a truncated COG is skipped with ``--skip-bad-inputs`` and listed in the item.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from runner.errors import UserInputError
+from runner.grid import TileId
+from runner.outputs import TileOutputs
+from runner.plan import Plan
+from tests.conftest import REPO, Synth, gmrun, make_plan, with_changes
+from tests.servers import HttpServer, http_files
+from tests.test_cli_errors import assert_clean_error
+
+TILE = TileId(1, 0)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    plan: Plan
+    out: TileOutputs
+    touches: int  #: distinct heartbeat mtimes seen during the run
+
+
+def _cogs(out: TileOutputs) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(Path(out.folder).glob("*.tif"))}
+
+
+def _plan(synth: Synth, folder: Path, **input_cfg: object) -> Plan:
+    cfg = with_changes(synth.layout.config, output={"location": str(folder / "out")},
+                       input={"retries": 1, **input_cfg})  # fmt: skip
+    return make_plan(synth, folder / "plan", cfg, tiles=[TILE])
+
+
+def _worker(plan: Plan, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "runner.cli", "run-tile", "--plan", plan.url, "--tile", str(TILE),
+           "--log-format", "json", *args]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            env={**os.environ, **(env or {})})  # fmt: skip
+
+
+def _records(proc: subprocess.Popen[str]) -> Iterator[dict]:
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            continue
+
+
+@pytest.fixture(scope="module")
+def baseline(synth_catalog: Synth, tmp_path_factory: pytest.TempPathFactory) -> Baseline:
+    """One uninterrupted run of the tile from local files, watching its heartbeat file."""
+    root = tmp_path_factory.mktemp("baseline")
+    plan = _plan(synth_catalog, root)
+    hb = root / "heartbeat"
+    proc = _worker(plan, env={"GMRUN_HEARTBEAT": str(hb)})
+    seen: set[int] = set()
+    while proc.poll() is None:
+        if hb.exists():
+            seen.add(hb.stat().st_mtime_ns)
+        time.sleep(0.05)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    assert proc.returncode == 0, err
+    out = TileOutputs.of(plan.config, TILE, plan.period)
+    assert out.is_done()
+    return Baseline(plan, out, len(seen))
+
+
+@pytest.mark.slow
+def test_heartbeat_is_touched_while_working(baseline: Baseline) -> None:
+    assert baseline.touches >= 3, baseline.touches
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["reduce", "write"])
+def test_sigkill_leaves_no_done_marker_and_rerun_is_identical(
+    synth_catalog: Synth, baseline: Baseline, tmp_path: Path, stage: str
+) -> None:
+    plan = _plan(synth_catalog, tmp_path)
+    out = TileOutputs.of(plan.config, TILE, plan.period)
+    proc = _worker(plan)
+    written = 0
+    for rec in _records(proc):
+        if rec.get("stage") != stage:
+            continue
+        written += "band" in rec
+        if stage == "reduce" or written >= 3:  # in the reduction / after 3 of the 14 COGs
+            proc.send_signal(signal.SIGKILL)
+            break
+    else:
+        pytest.fail(f"the worker ended before its {stage} stage: {proc.wait()}")
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert not Path(out.item_url).exists(), "a killed worker must leave no done marker"
+    assert not out.is_done()
+    if stage == "write":
+        assert len(_cogs(out)) >= 3, "some COGs were written before the kill"
+    # the same command again: the incomplete tile is redone, identical to an uninterrupted run
+    again = gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE))
+    assert again.returncode == 0, again.stderr
+    assert out.is_done()
+    assert _cogs(out) == _cogs(baseline.out)
+
+
+@pytest.mark.slow
+def test_max_processing_time(synth_catalog: Synth, tmp_path: Path) -> None:
+    plan = _plan(synth_catalog, tmp_path)
+    hb = tmp_path / "heartbeat"
+    proc = gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE), "--max-processing-time", "2",
+                 env={"GMRUN_HEARTBEAT": str(hb)})  # fmt: skip
+    assert_clean_error(proc, "exceeded --max-processing-time 2 s", str(TILE), code=1)
+    assert hb.exists(), "the heartbeat was touched before the deadline"
+    out = TileOutputs.of(plan.config, TILE, plan.period)
+    assert not Path(out.item_url).exists()
+    # through `gmrun run` too: the tile is reported failed, the run exits 1
+    run = gmrun("run", "--plan", plan.url, "--max-processing-time", "2")
+    assert run.returncode == 1, run.stderr
+    assert "failed" in run.stderr
+    assert not Path(out.item_url).exists()
+
+
+# --- inputs over HTTP -----------------------------------------------------------------------------------
+@pytest.fixture
+def http(synth_catalog: Synth, tmp_path: Path) -> Iterator[HttpServer]:
+    with http_files(synth_catalog.root, tmp_path / "rules.json") as srv:
+        yield srv
+
+
+def _over_http(plan: Plan, srv: HttpServer) -> list[dict]:
+    """Rewrite the tile's item hrefs to the HTTP server; returns the items."""
+    items_file = Path(plan.folder) / plan.tile(TILE).items_href
+    items = [json.loads(line) for line in items_file.read_text().splitlines()]
+    for it in items:
+        for a in it["assets"].values():
+            a["href"] = srv.url(a["href"])
+    items_file.write_text("".join(json.dumps(it) + "\n" for it in items))
+    return items
+
+
+def _rel(srv: HttpServer, url: str) -> str:
+    return url[len(srv.base) + 1 :]
+
+
+@pytest.mark.slow
+def test_http_transient_5xx_and_slow_are_retried(
+    synth_catalog: Synth, baseline: Baseline, http: HttpServer, tmp_path: Path
+) -> None:
+    plan = _plan(synth_catalog, tmp_path, retries=3)
+    items = _over_http(plan, http)
+    burst = {_rel(http, items[i]["assets"][b]["href"]): 2 for i, b in ((2, "B04"), (5, "SCL"), (9, "B11"))}
+    slow = {_rel(http, items[7]["assets"]["B08"]["href"]): 0.3}
+    http.set_rules(fail_first=burst, slow=slow, status=503)
+    proc = gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE))
+    assert proc.returncode == 0, proc.stderr
+    out = TileOutputs.of(plan.config, TILE, plan.period)
+    assert out.is_done()
+    assert _cogs(out) == _cogs(baseline.out), "HTTP inputs must give the local-file run's outputs"
+
+
+@pytest.mark.slow
+def test_http_404_fails_naming_the_asset_truncated_is_skipped(
+    synth_catalog: Synth, http: HttpServer, tmp_path: Path
+) -> None:
+    plan = _plan(synth_catalog, tmp_path)
+    items = _over_http(plan, http)
+    out = TileOutputs.of(plan.config, TILE, plan.period)
+    missing = items[3]["assets"]["B04"]["href"]
+    http.set_rules(**{"404": [_rel(http, missing)]})
+    proc = gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE))
+    assert_clean_error(proc, "unreadable", missing)
+    assert not Path(out.item_url).exists()
+
+    cut = items[6]["assets"]["B11"]["href"]
+    size = (synth_catalog.root / _rel(http, cut)).stat().st_size
+    http.set_rules(truncate={_rel(http, cut): size // 2})
+    proc = gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE))
+    assert_clean_error(proc, "unreadable", cut)
+    assert not Path(out.item_url).exists()
+    # with --skip-bad-inputs the item is dropped and listed
+    proc = gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE), "--skip-bad-inputs")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(Path(out.item_url).read_text())
+    assert doc["properties"]["gmrun:skipped_inputs"] == [items[6]["id"]]
+    assert items[6]["id"] in proc.stderr
+
+
+# --- ids never reach a path ------------------------------------------------------------------------------
+@pytest.mark.parametrize("tile", ["../x001y001", "x001y001/../../", "x001y001;rm -rf ~", "x001y001$(id)",
+                                  "x001y001\n", "x" + "1" * 300 + "y001"])  # fmt: skip
+def test_hostile_tile_ids_are_refused_before_any_path(tmp_path: Path, tile: str) -> None:
+    with pytest.raises(UserInputError, match="invalid tile id"):
+        TileId.parse(tile)
+    marker = tmp_path / "touched"
+    proc = gmrun("run-tile", "--plan", str(tmp_path / "plan"), "--tile", tile,
+                 "--output", str(tmp_path / "out"), env={"HOME": str(marker)})  # fmt: skip
+    assert_clean_error(proc, "invalid tile id")
+    assert not (tmp_path / "out").exists() and not marker.exists()
