@@ -27,9 +27,8 @@ from runner.errors import UserInputError
 from runner.grid import TileId
 from runner.outputs import TileOutputs
 from runner.plan import Plan
-from tests.conftest import REPO, Synth, gmrun, make_plan, with_changes
+from tests.conftest import REPO, Synth, assert_clean_error, gmrun, make_plan, with_changes
 from tests.servers import HttpServer, http_files
-from tests.test_cli_errors import assert_clean_error
 
 TILE = TileId(1, 0)
 
