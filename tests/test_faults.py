@@ -201,6 +201,11 @@ def test_http_404_fails_naming_the_asset_truncated_is_skipped(
     doc = json.loads(Path(out.item_url).read_text())
     assert doc["properties"]["gmrun:skipped_inputs"] == [items[6]["id"]]
     assert items[6]["id"] in proc.stderr
+    # `gmrun run --skip-bad-inputs` passes the option to its workers
+    Path(out.item_url).unlink()
+    run = gmrun("run", "--plan", plan.url, "--skip-bad-inputs")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(Path(out.item_url).read_text())["properties"]["gmrun:skipped_inputs"] == [items[6]["id"]]
 
 
 # --- ids never reach a path ------------------------------------------------------------------------------
