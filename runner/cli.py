@@ -239,19 +239,14 @@ def run_cmd(plan_url: str, tiles: str | None, workers: int, location: str | None
     Exit code 1 if any tile failed (the summary names them; rerun the same command to retry
     only what is not done).
     """
-    import os
-
     from rich.console import Console
 
-    from runner.local import run_local, summary_table
+    from runner.local import WorkerOptions, run_local, summary_table
     from runner.plan import Plan
 
-    if skip_bad_inputs:  # the workers (run-tile subprocesses) read these options from the environment
-        os.environ["GMRUN_SKIP_BAD_INPUTS"] = "1"
-    if max_time:
-        os.environ["GMRUN_MAX_PROCESSING_TIME"] = repr(max_time)
     p = Plan.load(plan_url)
-    runs = run_local(p, _tile_list(tiles), workers=workers, location=location, overwrite=overwrite)
+    opts = WorkerOptions(location, overwrite, skip_bad_inputs, max_time)
+    runs = run_local(p, _tile_list(tiles), workers=workers, options=opts)
     Console(stderr=True).print(summary_table(runs))
     if any(r.status == "failed" for r in runs):
         sys.exit(1)

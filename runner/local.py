@@ -39,22 +39,36 @@ class TileRun:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def worker_command(plan_url: str, tile: TileId, location: str | None, overwrite: bool) -> list[str]:
+@dataclass(frozen=True)
+class WorkerOptions:
+    """The ``run-tile`` options that ``gmrun run`` passes on to every tile's process."""
+
+    location: str | None = None
+    overwrite: bool = False
+    skip_bad_inputs: bool = False
+    max_processing_time: float | None = None
+
+
+def worker_command(plan_url: str, tile: TileId, opts: WorkerOptions = WorkerOptions()) -> list[str]:
     cmd = [sys.executable, "-m", "runner.cli", "run-tile", "--plan", plan_url, "--tile", str(tile),
            "--log-format", "json"]  # fmt: skip
-    if location:
-        cmd += ["--output", location]
-    if overwrite:
+    if opts.location:
+        cmd += ["--output", opts.location]
+    if opts.overwrite:
         cmd.append("--overwrite")
+    if opts.skip_bad_inputs:
+        cmd.append("--skip-bad-inputs")
+    if opts.max_processing_time:
+        cmd += ["--max-processing-time", repr(opts.max_processing_time)]
     return cmd
 
 
-def run_tile_process(plan_url: str, tile: TileId, location: str | None = None, overwrite: bool = False,
+def run_tile_process(plan_url: str, tile: TileId, opts: WorkerOptions = WorkerOptions(),
                      env: dict[str, str] | None = None) -> TileRun:  # fmt: skip
     """Run one tile in a child process; parse its JSON log for the outcome."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        worker_command(plan_url, tile, location, overwrite),
+        worker_command(plan_url, tile, opts),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={**os.environ, **(env or {})},
     )  # fmt: skip
@@ -95,8 +109,7 @@ def run_local(
     tiles: Iterable[TileId] | None = None,
     *,
     workers: int = 1,
-    location: str | None = None,
-    overwrite: bool = False,
+    options: WorkerOptions = WorkerOptions(),
     console: Console | None = None,
 ) -> list[TileRun]:
     """Run tiles (default: all of the plan), ``workers`` at a time; done tiles are skipped."""
@@ -105,7 +118,7 @@ def run_local(
     results: dict[TileId, TileRun] = {}
     todo = []
     for t in wanted:
-        if not overwrite and TileOutputs.of(plan.config, t, plan.period, location).is_done():
+        if not options.overwrite and TileOutputs.of(plan.config, t, plan.period, options.location).is_done():
             results[t] = TileRun(t, "skipped", message="already done")
         else:
             todo.append(t)
@@ -113,7 +126,7 @@ def run_local(
                   "{task.description}", console=console, transient=False) as bar:  # fmt: skip
         task = bar.add_task("", total=len(wanted), completed=len(wanted) - len(todo))
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            futures = {pool.submit(run_tile_process, plan.url, t, location, overwrite): t for t in todo}
+            futures = {pool.submit(run_tile_process, plan.url, t, options): t for t in todo}
             for fut in futures:
                 r = fut.result()
                 results[r.tile] = r
