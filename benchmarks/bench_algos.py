@@ -23,32 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import algos
+from algos.testing import synthetic_stack
 
 MADS = ("emad", "smad", "bcmad")
 
 
-def synth(
-    ny: int,
-    nx: int,
-    nb: int = 10,
-    nt: int = 75,
-    mask: float = 0.35,
-    outliers: float = 0.15,
-    seed: int = 0,
-) -> NDArray[np.float32]:
-    """Per-pixel spectrum + 0.02 noise, 15 % bright outliers (+0.3..0.7), 35 % NaN."""
-    rng = np.random.default_rng(seed)
-    base = rng.uniform(0.02, 0.5, (ny, nx, nb, 1))
-    X = base + rng.normal(0.0, 0.02, (ny, nx, nb, nt))
-    bright = rng.random((ny, nx, 1, nt)) < outliers
-    X = np.where(bright, X + rng.uniform(0.3, 0.7, (ny, nx, 1, nt)), X)
-    X = np.where(rng.random((ny, nx, 1, nt)) < mask, np.nan, X)
-    return X.astype(np.float32)
 
 
 def _burn(n: int) -> float:
@@ -96,7 +79,7 @@ def main() -> None:
     import geomad
 
     warnings.simplefilter("ignore", RuntimeWarning)
-    X = synth(args.ny, args.nx, args.nb, args.nt)
+    X = synthetic_stack(args.ny, args.nx, args.nb, args.nt)
     npx = args.ny * args.nx
     eps = args.eps
     cube = np.where(np.isnan(X), 0, np.clip(np.round(np.nan_to_num(X) * 10000), 1, 65535))

@@ -9,37 +9,14 @@
 
 from __future__ import annotations
 
-import functools
-import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from runner import __version__
-from runner.errors import GmrunError, UserInputError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def friendly(fn: F) -> F:
-    """Turn :class:`GmrunError` into ``error: <message>`` and its exit code; never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except GmrunError as e:
-            logging.getLogger("gmrun").debug("failed", exc_info=True)
-            click.echo(f"error: {e}", err=True)
-            sys.exit(e.exit_code)
-        except KeyboardInterrupt:
-            click.echo("error: interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper  # type: ignore[return-value]
+from runner.errors import GmrunError, UserInputError, exit_on_error
 
 
 def _bbox(text: str) -> tuple[float, float, float, float]:
@@ -79,7 +56,7 @@ def cli() -> None:
 @click.option("--dates", "n_dates", type=click.IntRange(1, 400), default=40, show_default=True,
               help="Acquisition dates between start and end.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@friendly
+@exit_on_error
 def synth(out: Path, bbox: str, start: Any, end: Any, n_dates: int, seed: int) -> None:
     """Write a synthetic Sentinel-2 L2A catalog: COGs + OUT/items.ndjson.
 
@@ -112,7 +89,7 @@ def synth(out: Path, bbox: str, start: Any, end: Any, n_dates: int, seed: int) -
 @click.option("-o", "--output", "out", default="plan", show_default=True, help="Plan folder (local or s3://).")
 @click.option("--max-memory", type=str, help="Cap per-tile memory, e.g. 64Gi.")
 @click.option("--dry-run", is_flag=True, help="Print the summary only; write nothing.")
-@friendly
+@exit_on_error
 def plan(catalog: str | None, region: str | None, geojson: str | None, bbox: str | None, tiles: str | None,
          tiles_file: str | None, year: int | None, period: str | None, config_path: str | None, out: str,
          max_memory: str | None, dry_run: bool) -> None:  # fmt: skip
@@ -143,7 +120,7 @@ def grid() -> None:
 @click.argument("lon", type=float)
 @click.argument("lat", type=float)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="gmrun.yaml (its grid).")
-@friendly
+@exit_on_error
 def grid_locate(lon: float, lat: float, config_path: str | None) -> None:
     """Print the id of the tile containing LON LAT (degrees, EPSG:4326)."""
     from runner.config import load_config
@@ -156,7 +133,7 @@ def grid_locate(lon: float, lat: float, config_path: str | None) -> None:
 @click.argument("tile")
 @click.option("--geojson", "as_geojson", is_flag=True, help="Print the footprint as a GeoJSON Feature (lon/lat).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="gmrun.yaml (its grid).")
-@friendly
+@exit_on_error
 def grid_show(tile: str, as_geojson: bool, config_path: str | None) -> None:
     """Print a tile's bounds in the grid CRS and in lon/lat."""
     from runner.config import load_config
@@ -190,7 +167,7 @@ def _parse_memory(text: str) -> int:
 @click.option("--max-processing-time", "max_time", type=click.FloatRange(min=0, min_open=True),
               envvar="GMRUN_MAX_PROCESSING_TIME", metavar="SECONDS",
               help="Stop the tile (exit 1, no done marker) after this many seconds.")  # fmt: skip
-@friendly
+@exit_on_error
 def run_tile_cmd(plan_url: str, tile: str, location: str | None, overwrite: bool, log_format: str,
                  skip_bad_inputs: bool, max_time: float | None) -> None:  # fmt: skip
     """Compute one tile: load, mask, reduce, write COGs and the STAC item (last).
@@ -231,7 +208,7 @@ def run_tile_cmd(plan_url: str, tile: str, location: str | None, overwrite: bool
 @click.option("--skip-bad-inputs", is_flag=True, help="As run-tile's: skip items whose assets stay unreadable.")
 @click.option("--max-processing-time", "max_time", type=click.FloatRange(min=0, min_open=True),
               metavar="SECONDS", help="Per tile: stop it (failed, no done marker) after this many seconds.")  # fmt: skip
-@friendly
+@exit_on_error
 def run_cmd(plan_url: str, tiles: str | None, workers: int, location: str | None, overwrite: bool,
             skip_bad_inputs: bool, max_time: float | None) -> None:  # fmt: skip
     """Run a plan's tiles on this machine, one process per tile; done tiles are skipped.
@@ -257,7 +234,7 @@ def run_cmd(plan_url: str, tiles: str | None, workers: int, location: str | None
 @click.option("--tile-px", type=click.IntRange(64, 2400), default=360, show_default=True, help="Tile edge in pixels.")
 @click.option("--dates", "n_dates", type=click.IntRange(2, 200), default=40, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@friendly
+@exit_on_error
 def demo(folder: Path, tile_px: int, n_dates: int, seed: int) -> None:
     """End to end on synthetic data: catalog → plan → 2×2 tiles locally → RGB mosaic.png.
 

@@ -5,7 +5,6 @@ Registered by the main CLI with ``cli.add_command(k8s)``.
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -14,26 +13,9 @@ from typing import Any, TypeVar
 
 import click
 
-from runner.errors import GmrunError, UserInputError
+from runner.errors import UserInputError, exit_on_error
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _handle_errors(fn: F) -> F:
-    """A :class:`GmrunError` becomes ``error: <message>`` on stderr and its exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except GmrunError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(e.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper  # type: ignore[return-value]
 
 
 k8s = click.Group(
@@ -190,7 +172,7 @@ with kubernetes.kueue_queue, the Kueue queue label and suspend: true.""",
 @_job_options
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               metavar="DIR", help="Folder to write the manifests into (created if missing).")  # fmt: skip
-@_handle_errors
+@exit_on_error
 def render_cmd(plan_url: str, batch: str, namespace: str | None, image: str | None,
                service_account: str | None, backoff_limit: int | None, out_dir: str) -> None:  # fmt: skip
     from runner import k8s as k
@@ -249,7 +231,7 @@ Examples:
               metavar="SECONDS", help="How often --max-active checks for finished Jobs.")  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_cluster_options
-@_handle_errors
+@exit_on_error
 def submit_cmd(plan_url: str, batch: str, namespace: str | None, image: str | None,
                service_account: str | None, backoff_limit: int | None, max_active: int | None,
                workers: int, poll_interval: float, quiet: bool, kubeconfig: str | None,
@@ -346,7 +328,7 @@ Examples:
                                  "failed", "done"]),
               help="Only tiles in this state (repeatable).")  # fmt: skip
 @_cluster_options
-@_handle_errors
+@exit_on_error
 def status_cmd(batch: str, plan_url: str | None, namespace: str | None, fmt: str,
                states: tuple[str, ...], kubeconfig: str | None, context: str | None) -> None:  # fmt: skip
     from runner import k8s as k
@@ -436,7 +418,7 @@ Examples:
 @click.option("--wait-timeout", type=click.FloatRange(min=1), default=300, show_default=True,
               metavar="SECONDS", help="How long to wait for the old Jobs to be deleted.")  # fmt: skip
 @_cluster_options
-@_handle_errors
+@exit_on_error
 def rerun_cmd(batch: str, plan_url: str | None, failed: bool, tiles_arg: str | None,
               tiles_file: Any, memory_factor: float, overwrite: bool, namespace: str | None,
               image: str | None, service_account: str | None, backoff_limit: int | None,

@@ -12,6 +12,7 @@ import pytest
 from numpy.typing import NDArray
 
 import algos
+from algos.testing import synthetic_stack
 
 geomad = pytest.importorskip("geomad")
 
@@ -20,26 +21,6 @@ S2TS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "s2ts.tx
 MADS = ("emad", "smad", "bcmad")
 
 
-def synth(
-    ny: int,
-    nx: int,
-    nb: int = 10,
-    nt: int = 75,
-    mask: float = 0.35,
-    outliers: float = 0.15,
-    seed: int = 0,
-    partial: float = 0.0,
-) -> NDArray[np.float32]:
-    """Synthetic reflectance stack: per-pixel spectrum + noise, bright outliers, NaN mask."""
-    rng = np.random.default_rng(seed)
-    base = rng.uniform(0.02, 0.5, (ny, nx, nb, 1))
-    X = base + rng.normal(0.0, 0.02, (ny, nx, nb, nt))
-    bright = rng.random((ny, nx, 1, nt)) < outliers
-    X = np.where(bright, X + rng.uniform(0.3, 0.7, (ny, nx, 1, nt)), X)
-    X = np.where(rng.random((ny, nx, 1, nt)) < mask, np.nan, X)
-    if partial:
-        X = np.where(rng.random(X.shape) < partial, np.nan, X)
-    return X.astype(np.float32)
 
 
 def ref_gm(X: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -108,12 +89,12 @@ def test_random_stacks_match_geomad(
     seed: int, shape: tuple[int, int, int, int], mask: float, partial: float
 ) -> None:
     ny, nx, nb, nt = shape
-    X = synth(ny, nx, nb, nt, mask=mask, seed=seed, partial=partial)
+    X = synthetic_stack(ny, nx, nb, nt, mask=mask, seed=seed, partial=partial)
     check_against_geomad(X)
 
 
 def test_negative_reflectance_matches_geomad() -> None:
-    X = synth(20, 20, 8, 50, seed=11) - np.float32(0.3)
+    X = synthetic_stack(20, 20, 8, 50, seed=11) - np.float32(0.3)
     assert np.nanmin(X) < 0
     check_against_geomad(X)
 
@@ -197,7 +178,7 @@ def test_even_count_median_convention() -> None:
 
 
 def test_readonly_noncontiguous_float64_input() -> None:
-    X = synth(12, 14, 6, 30, seed=5)
+    X = synthetic_stack(12, 14, 6, 30, seed=5)
     big = np.zeros((12, 28, 6, 30), dtype=np.float64)
     big[:, ::2] = X
     view = big[:, ::2]
@@ -214,7 +195,7 @@ def test_readonly_noncontiguous_float64_input() -> None:
 
 def test_num_threads_restored() -> None:
     before = numba.get_num_threads()
-    X = synth(4, 4, 3, 10, seed=1)
+    X = synthetic_stack(4, 4, 3, 10, seed=1)
     algos.nangeomedian_pcm(X, num_threads=1)
     algos.emad_pcm(X, algos.nangeomedian_pcm(X), num_threads=1)
     assert numba.get_num_threads() == before
@@ -237,7 +218,7 @@ def u16_to_float(
 
 def test_u16_matches_float_path() -> None:
     scale, offset = 1e-4, -0.1
-    X = synth(37, 23, 10, 50, seed=9)  # odd sizes: partial row blocks
+    X = synthetic_stack(37, 23, 10, 50, seed=9)  # odd sizes: partial row blocks
     X[3, 4] = np.nan  # an empty pixel
     cube = to_u16(X, scale, offset)
     cube[5, 6, 2, 7] = 0  # a single band at nodata invalidates that observation
@@ -260,7 +241,7 @@ def test_u16_matches_float_path() -> None:
 
 def test_u16_backends_agree() -> None:
     scale, offset = 2.75e-5, -0.2
-    X = synth(20, 18, 6, 40, seed=12, mask=0.5)
+    X = synthetic_stack(20, 18, 6, 40, seed=12, mask=0.5)
     X[0, 0] = np.nan
     cube = to_u16(X, scale, offset)
     # a non-contiguous, read-only cube is accepted too
@@ -318,7 +299,7 @@ def test_u16_memory_bounded_by_row_block() -> None:
 
 
 def test_deterministic_across_threads_and_row_blocks() -> None:
-    X = synth(23, 17, 7, 33, seed=21)
+    X = synthetic_stack(23, 17, 7, 33, seed=21)
     a, ia = algos.nangeomedian_pcm(X, num_threads=1, return_iterations=True)
     b, ib = algos.nangeomedian_pcm(X, num_threads=2, return_iterations=True)
     np.testing.assert_array_equal(a, b)
@@ -331,7 +312,7 @@ def test_deterministic_across_threads_and_row_blocks() -> None:
 
 
 def test_maxiters_and_eps_respected() -> None:
-    X = synth(10, 10, 5, 30, seed=8)
+    X = synthetic_stack(10, 10, 5, 30, seed=8)
     _, it = algos.nangeomedian_pcm(X, maxiters=3, return_iterations=True)
     assert it.max() <= 3
     _, it_loose = algos.nangeomedian_pcm(X, eps=1e-2, return_iterations=True)
@@ -342,7 +323,7 @@ def test_maxiters_and_eps_respected() -> None:
 
 
 def test_weighted_geomedian_matches_geomad() -> None:
-    X = synth(20, 25, 6, 30, seed=31)
+    X = synthetic_stack(20, 25, 6, 30, seed=31)
     w = np.random.default_rng(31).uniform(0.2, 3.0, 30).astype(np.float32)
     ours = algos.nangeomedian_pcm(X, weight=w)
     ref = geomad.nangeomedian_pcm(X, weight=w, num_threads=2)
