@@ -231,7 +231,7 @@ def run_cmd(plan_url: str, tiles: str | None, workers: int, location: str | None
 
 @cli.command()
 @click.argument("folder", default="gmrun-demo", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--tile-px", type=click.IntRange(64, 2400), default=360, show_default=True, help="Tile edge in pixels.")
+@click.option("--tile-px", type=click.IntRange(64, 2400), default=480, show_default=True, help="Tile edge in pixels.")
 @click.option("--dates", "n_dates", type=click.IntRange(2, 200), default=40, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @exit_on_error

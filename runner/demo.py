@@ -29,7 +29,7 @@ class DemoLayout:
     bbox: tuple[float, float, float, float]  #: lon/lat of the tiles, plus a margin
 
 
-def demo_layout(tile_px: int = 360, n: int = 2, resolution: float = 10.0) -> DemoLayout:
+def demo_layout(tile_px: int = 480, n: int = 2, resolution: float = 10.0) -> DemoLayout:
     """A grid of ``n`` × ``n`` tiles of ``tile_px`` pixels whose x000y000 corner is at DEMO_CORNER."""
     corner = BoundingBox(*DEMO_CORNER, *DEMO_CORNER, crs=CRS("EPSG:4326")).to_crs(CRS("EPSG:6933"))
     x0 = math.floor(corner.left / resolution) * resolution

@@ -32,7 +32,7 @@ class Synth:
 
 @pytest.fixture(scope="session")
 def synth_catalog(tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    """The demo area (2×2 tiles of 360 px straddling 30° E), 40 dates of 2023, seed 7."""
+    """A demo-like area (2×2 tiles of 360 px straddling 30° E), 40 dates of 2023, seed 7."""
     root = tmp_path_factory.mktemp("synth")
     layout = demo_layout(360)
     res = synthesize(root / "catalog", layout.bbox, *DEMO_PERIOD, n_dates=N_DATES, seed=7)
