@@ -26,17 +26,14 @@ from runner.period import Period
 
 Item = dict[str, Any]
 T = TypeVar("T")
+#: How errors name a STAC item file the user gave.
+CATALOG = "catalog (an .ndjson or .json item file)"
 
 
 def read_items(url: str) -> Iterator[Item]:
     """Items from a local or s3:// file: ndjson (one item a line), an ItemCollection /
     FeatureCollection, or a single Item."""
-    try:
-        raw = store.read_bytes(url)
-    except FileNotFoundError:
-        raise UserInputError(f"catalog not found: {url}") from None
-    except IsADirectoryError:
-        raise UserInputError(f"catalog {url} is a folder: give an .ndjson or .json item file") from None
+    raw = store.read_user_file(url, CATALOG)
     text = raw.decode()
     if url.endswith((".ndjson", ".jsonl")):
         for n, line in enumerate(text.splitlines(), 1):
@@ -142,13 +139,7 @@ def iter_catalog(url: str, fields: frozenset[str] | None = None) -> Iterator[tup
     ``fields``, ndjson items hold only those top-level members (see :func:`parse_fields`)."""
     if url.endswith((".ndjson", ".jsonl")) and not store.is_s3(url):
         path = store.local_path(url)
-        try:
-            f = path.open(encoding="utf-8")
-        except FileNotFoundError:
-            raise UserInputError(f"catalog not found: {url}") from None
-        except IsADirectoryError:
-            raise UserInputError(f"catalog {url} is a folder: give an .ndjson or .json item file") from None
-        with f:
+        with store.open_user_file(path, CATALOG) as f:
             for n, line in enumerate(f, 1):
                 if line.strip():
                     try:
@@ -170,14 +161,8 @@ def local_ndjson(url: str) -> Path | None:
 def iter_ndjson_spans(path: Path, fields: frozenset[str]) -> Iterator[tuple[tuple[int, int], Item]]:
     """``((offset, length), item)`` for each item line of a local ndjson file: where its bytes
     are (without the line end), and its top-level ``fields`` (:func:`parse_fields`)."""
-    try:
-        f = path.open("rb")
-    except FileNotFoundError:
-        raise UserInputError(f"catalog not found: {path}") from None
-    except IsADirectoryError:
-        raise UserInputError(f"catalog {path} is a folder: give an .ndjson or .json item file") from None
     offset = 0
-    with f:
+    with store.open_user_file(path, CATALOG, "rb") as f:
         for n, raw in enumerate(f, 1):
             start = offset
             offset += len(raw)

@@ -63,6 +63,15 @@ def _cluster_options(fn: F) -> F:
     return fn
 
 
+def _plan_option(required: bool) -> Callable[[F], F]:
+    """``--plan``: required to create Jobs; else optional (read back from the Jobs' annotation)."""
+    if required:
+        return click.option("--plan", "plan_url", required=True, metavar="PLAN",
+                            help="Plan folder or plan.json (local or s3://).")  # fmt: skip
+    return click.option("--plan", "plan_url", metavar="PLAN",
+                        help="Plan of the batch (default: from its Jobs).")  # fmt: skip
+
+
 def _batch_option(fn: F) -> F:
     return click.option(
         "--batch", required=True, metavar="NAME",
@@ -160,13 +169,7 @@ capabilities, /tmp on an emptyDir; a liveness probe on the worker's
 heartbeat file; S3 credentials only via envFrom of kubernetes.s3_secret_name;
 with kubernetes.kueue_queue, the Kueue queue label and suspend: true.""",
 )
-@click.option(
-    "--plan",
-    "plan_url",
-    required=True,
-    metavar="PLAN",
-    help="Plan folder or plan.json (local or s3://).",
-)
+@_plan_option(required=True)
 @_batch_option
 @_namespace_option
 @_job_options
@@ -213,13 +216,7 @@ Examples:
   gmrun k8s submit --plan s3://bucket/plans/2023 --batch 2023a
   gmrun k8s submit --plan plans/2023 --batch 2023a --max-active 100 --context prod""",
 )
-@click.option(
-    "--plan",
-    "plan_url",
-    required=True,
-    metavar="PLAN",
-    help="Plan folder or plan.json (local or s3://).",
-)
+@_plan_option(required=True)
 @_batch_option
 @_namespace_option
 @_job_options
@@ -317,9 +314,7 @@ Examples:
   gmrun k8s status --batch 2023a -o json | jq '.[] | select(.attempts > 1)'""",
 )
 @_batch_option
-@click.option(
-    "--plan", "plan_url", metavar="PLAN", help="Plan of the batch (default: from its Jobs)."
-)
+@_plan_option(required=False)
 @_namespace_option
 @click.option("-o", "--output", "fmt", type=click.Choice(["table", "json", "ids"]), default="table",
               show_default=True, help="table for people, json for programs, ids: one tile per line.")  # fmt: skip
@@ -402,9 +397,7 @@ Examples:
   gmrun k8s rerun --batch 2023a --tiles x017y156 --overwrite""",
 )
 @_batch_option
-@click.option(
-    "--plan", "plan_url", metavar="PLAN", help="Plan of the batch (default: from its Jobs)."
-)
+@_plan_option(required=False)
 @click.option("--failed", is_flag=True, help="Rerun every tile whose Job failed.")
 @click.option("--tiles", "tiles_arg", metavar="IDS", help="Tile ids, separated by commas.")
 @click.option(

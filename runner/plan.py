@@ -163,12 +163,7 @@ class Plan:
         """Read a plan from a folder or a ``plan.json`` path/URL (local or s3://)."""
         if not url.endswith(".json"):
             url = store.join(url, PLAN_FILE)
-        try:
-            raw = store.read_bytes(url)
-        except FileNotFoundError:
-            raise UserInputError(f"plan not found: {url}") from None
-        except IsADirectoryError:
-            raise UserInputError(f"plan not found: {url} is a folder") from None
+        raw = store.read_user_file(url, "plan")
         try:
             d = json.loads(raw)
         except json.JSONDecodeError as e:

@@ -41,12 +41,7 @@ def named_region(name: str) -> Geometry:
 def read_geojson(url: str) -> Geometry:
     """The (multi)polygon of a GeoJSON file: a Polygon, MultiPolygon, Feature or FeatureCollection
     (its features' polygons, unioned). CRS from a ``crs`` member if present, else EPSG:4326."""
-    try:
-        raw = store.read_bytes(url)
-    except FileNotFoundError:
-        raise UserInputError(f"GeoJSON file not found: {url}") from None
-    except IsADirectoryError:
-        raise UserInputError(f"{url} is a folder, not a GeoJSON file") from None
+    raw = store.read_user_file(url, "GeoJSON file")
     try:
         doc = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -108,12 +103,7 @@ def parse_geojson(doc: Any, where: str = "GeoJSON") -> Geometry:
 
 def read_tiles_file(url: str) -> list[TileId]:
     """Tile ids, one a line (blank lines and ``#`` comments ignored)."""
-    try:
-        text = store.read_bytes(url).decode()
-    except FileNotFoundError:
-        raise UserInputError(f"tiles file not found: {url}") from None
-    except IsADirectoryError:
-        raise UserInputError(f"{url} is a folder, not a tiles file") from None
+    text = store.read_user_file(url, "tiles file").decode()
     out: list[TileId] = []
     for n, line in enumerate(text.splitlines(), 1):
         word = line.split("#", 1)[0].strip()

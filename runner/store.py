@@ -13,7 +13,7 @@ import os
 import posixpath
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlparse
 
 from runner.errors import UserInputError
@@ -75,6 +75,29 @@ def read_bytes(url: str) -> bytes:
         except client.exceptions.NoSuchKey:
             raise FileNotFoundError(url) from None
     return local_path(url).read_bytes()
+
+
+def _user_file_error(e: OSError, url: str | Path, what: str) -> UserInputError:
+    if isinstance(e, IsADirectoryError):
+        return UserInputError(f"{what} not found: {url} is a folder")
+    return UserInputError(f"{what} not found: {url}")
+
+
+def read_user_file(url: str, what: str) -> bytes:
+    """Read a file the user named (a plan, a catalog, a GeoJSON); a missing one or a folder is a
+    one-line :class:`UserInputError` that says which ``what`` it was."""
+    try:
+        return read_bytes(url)
+    except (FileNotFoundError, IsADirectoryError) as e:
+        raise _user_file_error(e, url, what) from None
+
+
+def open_user_file(path: Path, what: str, mode: str = "r") -> IO[Any]:
+    """Open a local file the user named, for streaming; errors as :func:`read_user_file`'s."""
+    try:
+        return path.open(mode, encoding=None if "b" in mode else "utf-8")
+    except (FileNotFoundError, IsADirectoryError) as e:
+        raise _user_file_error(e, path, what) from None
 
 
 def write_bytes(url: str, data: bytes, content_type: str = "application/octet-stream") -> None:
