@@ -60,7 +60,9 @@ def generate(path: Path, n_items: int, n_tiles: int) -> None:
             epsg = utm_epsg(zone, lat + 0.5)
             x, y = Transformer.from_crs(4326, epsg, always_xy=True).transform(lon + 0.5, lat + 0.5)
             left, bottom = math.floor((x - 54_900) / 60) * 60, math.floor((y - 54_900) / 60) * 60
-            cells.append(Granule(epsg, left, bottom, left + 109_800, bottom + 109_800, f"{zone:02d}XSY"))
+            cells.append(
+                Granule(epsg, left, bottom, left + 109_800, bottom + 109_800, f"{zone:02d}XSY")
+            )
     per = math.ceil(n_items / len(cells))
     t0 = datetime(2023, 1, 1, 8, 0, tzinfo=UTC)
     nan = float("nan")
@@ -109,7 +111,9 @@ def assign(path: Path, n_tiles: int) -> None:
     grid = TileGrid.from_config(RunConfig().grid)
     t0 = time.monotonic()
     fields = frozenset(("id", "geometry", "properties"))
-    by_tile = assign_to_tiles((it for _line, it in iter_catalog(str(path), fields)), grid, region_tiles(n_tiles))
+    by_tile = assign_to_tiles(
+        (it for _line, it in iter_catalog(str(path), fields)), grid, region_tiles(n_tiles)
+    )
     print(json.dumps({
         "assign_to_tiles_seconds": round(time.monotonic() - t0, 1), "peak_rss_mib": round(vm_hwm_mib()),
         "item_tile_pairs": sum(len(v) for v in by_tile.values()),
@@ -138,7 +142,9 @@ def check(path: Path, out: Path, n_tiles: int, sample: int = 12) -> None:
                     want[t].append(it["id"])
     bad = 0
     for t in tiles:
-        got = [json.loads(ln)["id"] for ln in (out / "items" / f"{t}.ndjson").read_text().splitlines()]
+        got = [
+            json.loads(ln)["id"] for ln in (out / "items" / f"{t}.ndjson").read_text().splitlines()
+        ]
         bad += sorted(got) != sorted(want[t])
     print(json.dumps({"checked_tiles": len(tiles), "mismatches": bad}))
     if bad:
@@ -151,9 +157,14 @@ def main() -> None:
     ap.add_argument("--tiles", type=int, default=30, help="Region edge in tiles.")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench-plan"))
     ap.add_argument("--check", action="store_true", help="Also brute-force check a sample (slow).")
-    ap.add_argument("--assign", action="store_true",
-                    help="Also time the in-memory assign_to_tiles over the items' id/geometry/properties.")
-    ap.add_argument("--step", choices=["generate", "plan", "check", "assign"], help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--assign",
+        action="store_true",
+        help="Also time the in-memory assign_to_tiles over the items' id/geometry/properties.",
+    )
+    ap.add_argument(
+        "--step", choices=["generate", "plan", "check", "assign"], help=argparse.SUPPRESS
+    )
     a = ap.parse_args()
     items = a.workdir / f"items-{a.items}-{a.tiles}.ndjson"
     out = a.workdir / "plan"
@@ -170,7 +181,16 @@ def main() -> None:
         check(items, out, a.tiles)
         return
     a.workdir.mkdir(parents=True, exist_ok=True)
-    base = [sys.executable, __file__, "--items", str(a.items), "--tiles", str(a.tiles), "--workdir", str(a.workdir)]
+    base = [
+        sys.executable,
+        __file__,
+        "--items",
+        str(a.items),
+        "--tiles",
+        str(a.tiles),
+        "--workdir",
+        str(a.workdir),
+    ]
     if not items.exists():
         subprocess.run([*base, "--step", "generate"], check=True)
     subprocess.run([*base, "--step", "plan"], check=True)

@@ -51,8 +51,10 @@ def main(shp: str, out: str) -> None:
     }
     with open(out, "w") as f:
         json.dump(doc, f, separators=(",", ":"))
-    print(f"{len(names)} countries -> {simple.geom_type}, {shapely.get_num_coordinates(simple)} vertices, "
-          f"bounds {tuple(round(v, 3) for v in simple.bounds)}")
+    print(
+        f"{len(names)} countries -> {simple.geom_type}, {shapely.get_num_coordinates(simple)} vertices, "
+        f"bounds {tuple(round(v, 3) for v in simple.bounds)}"
+    )
 
 
 if __name__ == "__main__":
