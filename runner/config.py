@@ -85,6 +85,19 @@ class InputConfig(_Frozen):
     #: Retries of an unreadable asset before the tile fails (names the asset).
     retries: int = Field(3, ge=0, le=20)
     max_cloud_cover: float = Field(100.0, ge=0, le=100)
+    #: GDAL HTTP/S3 reads (``GDAL_HTTP_TIMEOUT``, ``GDAL_HTTP_RETRY_DELAY``, ``VSI_CACHE`` and
+    #: ``VSI_CACHE_SIZE``); an environment variable of that name wins over the key.
+    #: Seconds a single HTTP request may take (``None``: curl's default, no limit).
+    http_timeout: int | None = Field(None, ge=1)
+    #: Seconds between GDAL's HTTP retries (doubled on each; ``GDAL_HTTP_MAX_RETRY`` = ``retries``).
+    retry_delay: float = Field(1.0, ge=0)
+    #: GDAL's per-file cache of remote reads; off by default (each COG block is read once).
+    vsi_cache: bool = False
+    #: Size of that cache per open file, in MiB.
+    vsi_cache_size_mib: int = Field(25, ge=1, le=4096)
+    #: Drop the items of assets still unreadable after retries instead of failing the tile
+    #: (``--skip-bad-inputs`` / ``--no-skip-bad-inputs`` / ``GMRUN_SKIP_BAD_INPUTS`` win).
+    skip_bad_inputs: bool = False
 
 
 class GridConfig(_Frozen):
@@ -97,9 +110,18 @@ class GridConfig(_Frozen):
     origin: tuple[float, float] = (-17_376_000.0, -7_392_000.0)
 
 
+#: S3 canned ACLs (``output.acl``).
+CannedAcl = Literal[
+    "private", "public-read", "public-read-write", "authenticated-read", "aws-exec-read",
+    "bucket-owner-read", "bucket-owner-full-control",
+]  # fmt: skip
+
+
 class OutputConfig(_Frozen):
     location: str = "./gmrun-out"
     overwrite: bool = False
+    #: Canned ACL of every S3 object written (e.g. ``bucket-owner-full-control``); ``None``: none.
+    acl: CannedAcl | None = None
 
 
 class KubernetesConfig(_Frozen):
@@ -116,6 +138,9 @@ class KubernetesConfig(_Frozen):
     memory_overhead_mib: int = Field(1024, ge=0)
     s3_secret_name: str | None = None
     kueue_queue: str | None = None
+    #: Seconds: each Job runs ``run-tile --max-processing-time N`` and its activeDeadlineSeconds
+    #: becomes N plus a margin for startup (see ``runner.k8s.build_job``).
+    max_processing_time: int | None = Field(None, ge=60)
 
 
 class RunConfig(_Frozen):

@@ -1,9 +1,12 @@
 """Bytes at a location: a local path, ``file://`` URL or ``s3://bucket/key`` (boto3).
 
 S3 credentials come only from the standard AWS chain (environment, profile, web identity),
-never from a plan or a manifest; ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3`` select an
-S3-compatible endpoint. Objects larger than :data:`MULTIPART_THRESHOLD` are uploaded in parts
-(boto3's managed transfer), each with its ``ContentType``.
+never from a plan or a manifest; ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3`` (or
+``--endpoint-url``, see :func:`use_endpoint`) select an S3-compatible endpoint. Objects larger than
+:data:`MULTIPART_THRESHOLD` are uploaded in parts (boto3's managed transfer), each with its
+``ContentType`` and, when set (:func:`use_acl`), a canned ``ACL``. boto3 retries throttling, 5xx
+and connection errors (``AWS_MAX_ATTEMPTS``, default 8; ``AWS_RETRY_MODE``, default adaptive);
+a write that still fails is a one-line :class:`StorageError`.
 """
 
 from __future__ import annotations
@@ -13,13 +16,77 @@ import os
 import posixpath
 from functools import cache
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, get_args
 from urllib.parse import urlparse
 
-from runner.errors import UserInputError
+from runner.config import CannedAcl
+from runner.errors import GmrunError, UserInputError
 
 #: Objects at least this big go up as S3 multipart uploads, in parts of this size.
 MULTIPART_THRESHOLD = int(os.environ.get("GMRUN_S3_MULTIPART_THRESHOLD", 16 * 2**20))
+
+
+#: Canned ACLs accepted for outputs (``output.acl``), as S3 names them.
+CANNED_ACLS: tuple[str, ...] = get_args(CannedAcl)
+
+_ACL: str | None = os.environ.get("GMRUN_S3_ACL") or None
+
+
+class StorageError(GmrunError):
+    """Writing an output failed after the client's retries (exit code 1: rerun the tile)."""
+
+    exit_code = 1
+
+
+def use_acl(acl: str | None) -> None:
+    """Give every S3 object this process writes the canned ``acl`` (``None``: the bucket's default)."""
+    global _ACL
+    if acl is not None and acl not in CANNED_ACLS:
+        raise UserInputError(f"invalid S3 ACL {acl!r}: use one of {', '.join(CANNED_ACLS)}")
+    _ACL = acl
+
+
+def validate_endpoint(url: str) -> str:
+    """An S3-compatible endpoint: ``http(s)://host[:port]`` with no credentials, path or query."""
+    u = urlparse(url)
+    try:
+        port = u.port
+    except ValueError:
+        port = -1
+    if (u.scheme not in ("http", "https") or not u.hostname or port == -1 or u.username
+            or u.password or u.path not in ("", "/") or u.query or u.fragment
+            or any(c.isspace() for c in url)):  # fmt: skip
+        raise UserInputError(
+            f"invalid endpoint URL {url[:100]!r}: expected http(s)://host[:port] "
+            "(no credentials, path or query)"
+        )
+    return url.rstrip("/")
+
+
+def gdal_s3_settings(endpoint: str) -> dict[str, str]:
+    """GDAL's ``/vsis3/`` settings for an endpoint: ``AWS_S3_ENDPOINT`` (host:port),
+    ``AWS_HTTPS`` (``NO`` for http) and path-style addressing (``AWS_VIRTUAL_HOSTING=FALSE``)."""
+    u = urlparse(validate_endpoint(endpoint))
+    return {
+        "AWS_S3_ENDPOINT": u.netloc,
+        "AWS_HTTPS": "YES" if u.scheme == "https" else "NO",
+        "AWS_VIRTUAL_HOSTING": "FALSE",
+    }
+
+
+def endpoint() -> str | None:
+    """The S3 endpoint of this process (``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``)."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def use_endpoint(url: str | None) -> None:
+    """``--endpoint-url``: point boto3 (``AWS_ENDPOINT_URL``, inherited by child processes) at
+    an S3-compatible store; GDAL's settings follow in :func:`runner.tile.gdal_environment`."""
+    if not url:
+        return
+    os.environ["AWS_ENDPOINT_URL"] = validate_endpoint(url)
+    os.environ.pop("AWS_ENDPOINT_URL_S3", None)  # the flag wins over the S3-specific variable
+    s3_client.cache_clear()
 
 
 def is_s3(url: str) -> bool:
@@ -53,15 +120,19 @@ def split_s3(url: str) -> tuple[str, str]:
 
 @cache
 def s3_client() -> Any:
-    """One boto3 S3 client per process (thread-safe), honouring ``AWS_ENDPOINT_URL_S3``."""
+    """One boto3 S3 client per process (thread-safe), honouring :func:`endpoint`."""
     import boto3
     from botocore.config import Config
 
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    try:
+        attempts = int(os.environ.get("AWS_MAX_ATTEMPTS", "8"))
+    except ValueError:
+        raise UserInputError("AWS_MAX_ATTEMPTS must be an integer") from None
+    mode = os.environ.get("AWS_RETRY_MODE", "adaptive")
     return boto3.client(
         "s3",
-        endpoint_url=endpoint or None,
-        config=Config(retries={"max_attempts": 8, "mode": "adaptive"}),
+        endpoint_url=endpoint(),
+        config=Config(retries={"max_attempts": max(1, attempts), "mode": mode}),  # type: ignore[typeddict-item]
     )
 
 
@@ -104,13 +175,19 @@ def write_bytes(url: str, data: bytes, content_type: str = "application/octet-st
     """Write a whole object; local files appear atomically (write to a temporary, then rename)."""
     if is_s3(url):
         bucket, key = split_s3(url)
+        from boto3.exceptions import S3UploadFailedError
         from boto3.s3.transfer import TransferConfig
+        from botocore.exceptions import BotoCoreError, ClientError
 
         part = max(MULTIPART_THRESHOLD, 5 * 2**20)  # S3's smallest part (but the last) is 5 MiB
         cfg = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=part,
                              max_concurrency=4, use_threads=True)  # fmt: skip
-        s3_client().upload_fileobj(io.BytesIO(data), bucket, key,
-                                   ExtraArgs={"ContentType": content_type}, Config=cfg)  # fmt: skip
+        extra = {"ContentType": content_type, **({"ACL": _ACL} if _ACL else {})}
+        try:
+            s3_client().upload_fileobj(io.BytesIO(data), bucket, key, ExtraArgs=extra, Config=cfg)
+        except (S3UploadFailedError, BotoCoreError, ClientError) as e:
+            reason = " ".join(str(e).split())  # one line
+            raise StorageError(f"cannot write {url}: {reason}") from None
         return
     p = local_path(url)
     p.parent.mkdir(parents=True, exist_ok=True)
