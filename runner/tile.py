@@ -194,15 +194,26 @@ def _probe_asset(href: str, retries: int) -> str | None:
 
 def gdal_environment(config: RunConfig) -> dict[str, str]:
     """GDAL settings of the worker: a small block cache (the cube is the only big buffer), no
-    directory listings on open, and HTTP retries for remote COGs. Existing variables win."""
+    directory listings on open, HTTP retries and timeout for remote COGs (``input.retries``,
+    ``retry_delay`` s, ``http_timeout`` s, ``vsi_cache`` / ``vsi_cache_size_mib``), and, with an
+    S3-compatible endpoint (``AWS_ENDPOINT_URL[_S3]``, ``--endpoint-url``), the matching
+    ``/vsis3/`` settings. Existing variables win."""
+    from runner import store
+
+    inp = config.input
     env = {
         "GDAL_CACHEMAX": "64",  # MB; each COG block is read once into the cube
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-        "GDAL_HTTP_MAX_RETRY": str(config.input.retries),
-        "GDAL_HTTP_RETRY_DELAY": "1",
+        "GDAL_HTTP_MAX_RETRY": str(inp.retries),
+        "GDAL_HTTP_RETRY_DELAY": f"{inp.retry_delay:g}",
         "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.jp2",
-        "VSI_CACHE": "FALSE",
+        "VSI_CACHE": "TRUE" if inp.vsi_cache else "FALSE",
+        "VSI_CACHE_SIZE": str(inp.vsi_cache_size_mib * 2**20),  # bytes
     }
+    if inp.http_timeout is not None:
+        env["GDAL_HTTP_TIMEOUT"] = str(inp.http_timeout)
+    if endpoint := store.endpoint():
+        env.update(store.gdal_s3_settings(endpoint))
     for k, v in env.items():
         os.environ.setdefault(k, v)
     return {k: os.environ[k] for k in env}
