@@ -29,6 +29,13 @@ def _bbox(text: str) -> tuple[float, float, float, float]:
     return w, s, e, n
 
 
+def _endpoint_option(fn: Any) -> Any:
+    """``--endpoint-url``: an S3-compatible store (sets ``AWS_ENDPOINT_URL``; GDAL follows)."""
+    return click.option("--endpoint-url", metavar="URL",
+                        help="S3-compatible endpoint, e.g. http://minio:9000 (default: $AWS_ENDPOINT_URL_S3 "
+                             "or $AWS_ENDPOINT_URL, else AWS S3). Credentials: the AWS chain only.")(fn)  # fmt: skip
+
+
 def _tile_list(text: str | None) -> list[Any] | None:
     from runner.grid import TileId
 
@@ -89,10 +96,11 @@ def synth(out: Path, bbox: str, start: Any, end: Any, n_dates: int, seed: int) -
 @click.option("-o", "--output", "out", default="plan", show_default=True, help="Plan folder (local or s3://).")
 @click.option("--max-memory", type=str, help="Cap per-tile memory, e.g. 64Gi.")
 @click.option("--dry-run", is_flag=True, help="Print the summary only; write nothing.")
+@_endpoint_option
 @exit_on_error
 def plan(catalog: str | None, region: str | None, geojson: str | None, bbox: str | None, tiles: str | None,
          tiles_file: str | None, year: int | None, period: str | None, config_path: str | None, out: str,
-         max_memory: str | None, dry_run: bool) -> None:  # fmt: skip
+         max_memory: str | None, dry_run: bool, endpoint_url: str | None) -> None:  # fmt: skip
     """Plan a run: tiles of the region, the STAC items of each, and their sizes.
 
     Writes OUT/plan.json, OUT/items/{tile}.ndjson, OUT/tiles.geojson and OUT/tiles.png. The plan
@@ -103,8 +111,10 @@ def plan(catalog: str | None, region: str | None, geojson: str | None, bbox: str
       gmrun plan --catalog items.ndjson --bbox 29.9,-2.1,30.1,-1.9 --year 2023 -o plan
       gmrun plan --region africa --year 2023 --dry-run
     """
+    from runner import store
     from runner.plan import plan_command
 
+    store.use_endpoint(endpoint_url)
     plan_command(catalog=catalog, bbox=_bbox(bbox) if bbox else None, tiles=_tile_list(tiles),
                  tiles_file=tiles_file, region=region, geojson=geojson, year=year, period=period,
                  config_path=config_path, out=out, max_memory=_parse_memory(max_memory) if max_memory else None,
@@ -161,21 +171,23 @@ def _parse_memory(text: str) -> int:
 @click.option("--overwrite", is_flag=True, help="Recompute even if the tile is done.")
 @click.option("--log-format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True,
               help="auto: text on a terminal, JSON lines otherwise (as in a Job).")  # fmt: skip
-@click.option("--skip-bad-inputs", is_flag=True, envvar="GMRUN_SKIP_BAD_INPUTS",
+@click.option("--skip-bad-inputs/--no-skip-bad-inputs", default=None, envvar="GMRUN_SKIP_BAD_INPUTS",
               help="Drop the items of assets still unreadable after retries (listed in the STAC item's "
-                   "gmrun:skipped_inputs) instead of failing the tile.")  # fmt: skip
+                   "gmrun:skipped_inputs) instead of failing the tile (default: input.skip_bad_inputs "
+                   "of the plan's config, false).")  # fmt: skip
+@_endpoint_option
 @click.option("--max-processing-time", "max_time", type=click.FloatRange(min=0, min_open=True),
               envvar="GMRUN_MAX_PROCESSING_TIME", metavar="SECONDS",
               help="Stop the tile (exit 1, no done marker) after this many seconds.")  # fmt: skip
 @exit_on_error
 def run_tile_cmd(plan_url: str, tile: str, location: str | None, overwrite: bool, log_format: str,
-                 skip_bad_inputs: bool, max_time: float | None) -> None:  # fmt: skip
+                 skip_bad_inputs: bool | None, endpoint_url: str | None, max_time: float | None) -> None:  # fmt: skip
     """Compute one tile: load, mask, reduce, write COGs and the STAC item (last).
 
     This is what each Kubernetes Job runs. Exit codes: 0 done (or already done), 2 bad input
     (unknown tile, missing plan, unreadable asset, empty tile), 1 processing failure.
     """
-    from runner import logs
+    from runner import logs, store
     from runner.grid import TileId
     from runner.plan import Plan
     from runner.tile import EmptyTileError, run_tile
@@ -183,7 +195,11 @@ def run_tile_cmd(plan_url: str, tile: str, location: str | None, overwrite: bool
     logs.setup(log_format)  # type: ignore[arg-type]
     tid = TileId.parse(tile)
     log = logs.tile_logger(tid)
+    store.use_endpoint(endpoint_url)
     p = Plan.load(plan_url)
+    store.use_acl(p.config.output.acl)
+    if skip_bad_inputs is None:  # the flag / GMRUN_SKIP_BAD_INPUTS win over the config
+        skip_bad_inputs = p.config.input.skip_bad_inputs
     try:
         run_tile(p, tid, location=location, overwrite=overwrite or None, skip_bad_inputs=skip_bad_inputs,
                  max_processing_time=max_time)  # fmt: skip
@@ -205,12 +221,14 @@ def run_tile_cmd(plan_url: str, tile: str, location: str | None, overwrite: bool
               help="Tiles at a time (each tile uses all cores).")
 @click.option("--output", "location", help="Output folder or s3:// prefix (overrides the plan's).")
 @click.option("--overwrite", is_flag=True, help="Recompute done tiles too.")
-@click.option("--skip-bad-inputs", is_flag=True, help="As run-tile's: skip items whose assets stay unreadable.")
+@click.option("--skip-bad-inputs/--no-skip-bad-inputs", default=None, envvar="GMRUN_SKIP_BAD_INPUTS",
+              help="As run-tile's: skip items whose assets stay unreadable (default: the config's).")
+@_endpoint_option
 @click.option("--max-processing-time", "max_time", type=click.FloatRange(min=0, min_open=True),
               metavar="SECONDS", help="Per tile: stop it (failed, no done marker) after this many seconds.")  # fmt: skip
 @exit_on_error
 def run_cmd(plan_url: str, tiles: str | None, workers: int, location: str | None, overwrite: bool,
-            skip_bad_inputs: bool, max_time: float | None) -> None:  # fmt: skip
+            skip_bad_inputs: bool | None, endpoint_url: str | None, max_time: float | None) -> None:  # fmt: skip
     """Run a plan's tiles on this machine, one process per tile; done tiles are skipped.
 
     Exit code 1 if any tile failed (the summary names them; rerun the same command to retry
@@ -218,11 +236,15 @@ def run_cmd(plan_url: str, tiles: str | None, workers: int, location: str | None
     """
     from rich.console import Console
 
+    from runner import store
     from runner.local import WorkerOptions, run_local, summary_table
     from runner.plan import Plan
 
+    store.use_endpoint(endpoint_url)  # this process checks done markers; workers get the flag
     p = Plan.load(plan_url)
-    opts = WorkerOptions(location, overwrite, skip_bad_inputs, max_time)
+    if skip_bad_inputs is None:
+        skip_bad_inputs = p.config.input.skip_bad_inputs
+    opts = WorkerOptions(location, overwrite, skip_bad_inputs, max_time, endpoint_url=endpoint_url)
     runs = run_local(p, _tile_list(tiles), workers=workers, options=opts)
     Console(stderr=True).print(summary_table(runs))
     if any(r.status == "failed" for r in runs):

@@ -45,8 +45,9 @@ class WorkerOptions:
 
     location: str | None = None
     overwrite: bool = False
-    skip_bad_inputs: bool = False
+    skip_bad_inputs: bool | None = None  #: None: the worker reads input.skip_bad_inputs itself
     max_processing_time: float | None = None
+    endpoint_url: str | None = None  #: S3-compatible endpoint (``--endpoint-url``)
 
 
 def worker_command(plan_url: str, tile: TileId, opts: WorkerOptions = WorkerOptions()) -> list[str]:
@@ -56,8 +57,10 @@ def worker_command(plan_url: str, tile: TileId, opts: WorkerOptions = WorkerOpti
         cmd += ["--output", opts.location]
     if opts.overwrite:
         cmd.append("--overwrite")
-    if opts.skip_bad_inputs:
-        cmd.append("--skip-bad-inputs")
+    if opts.skip_bad_inputs is not None:
+        cmd.append("--skip-bad-inputs" if opts.skip_bad_inputs else "--no-skip-bad-inputs")
+    if opts.endpoint_url:
+        cmd += ["--endpoint-url", opts.endpoint_url]
     if opts.max_processing_time:
         cmd += ["--max-processing-time", repr(opts.max_processing_time)]
     return cmd
