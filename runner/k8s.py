@@ -110,6 +110,10 @@ class JobOptions:
     #: Extra arguments after ``run-tile ...`` (e.g. ``--overwrite`` on a forced rerun).
     extra_args: tuple[str, ...] = ()
     image_pull_policy: str = "IfNotPresent"
+    #: S3-compatible endpoint for the worker (``AWS_ENDPOINT_URL``, a plain env var: no secret).
+    endpoint_url: str | None = None
+    #: The worker's time budget in seconds (``--max-processing-time``); see :func:`job_deadline`.
+    max_processing_time: int | None = None
 
     @classmethod
     def from_config(cls, cfg: KubernetesConfig, **overrides: Any) -> JobOptions:
@@ -122,16 +126,33 @@ class JobOptions:
             ttl_seconds_after_finished=cfg.ttl_seconds_after_finished,
             s3_secret_name=cfg.s3_secret_name,
             kueue_queue=cfg.kueue_queue,
+            max_processing_time=cfg.max_processing_time,
         )
-        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        opts = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        if opts.endpoint_url:
+            from runner.store import validate_endpoint
+
+            opts = replace(opts, endpoint_url=validate_endpoint(opts.endpoint_url))
+        return opts
 
 
-def worker_env(batch: str, tile: TileId) -> list[dict[str, str]]:
-    """Environment of the worker container: GDAL's retry and listing behaviour for COGs on
-    HTTP/S3, writable locations under the ``/tmp`` emptyDir, and the heartbeat file."""
+def job_deadline(opts: JobOptions) -> int:
+    """The Job's ``activeDeadlineSeconds``: with a worker time budget N, N plus a margin for
+    image pull, start-up and the last upload (max(300 s, N / 10)), so the worker's own deadline
+    ends it first with a clear reason; else the configured ``active_deadline_seconds``."""
+    n = opts.max_processing_time
+    if not n:
+        return opts.active_deadline_seconds
+    return int(n + max(300, n // 10))
+
+
+def worker_env(batch: str, tile: TileId, endpoint_url: str | None = None) -> list[dict[str, str]]:
+    """Environment of the worker container: GDAL's listing behaviour for COGs on HTTP/S3 (its
+    HTTP retries, timeout and cache come from ``input.*`` of the plan's config), writable
+    locations under the ``/tmp`` emptyDir, the heartbeat file and, for an S3-compatible store,
+    ``AWS_ENDPOINT_URL``. Never credentials: those come from the ServiceAccount (IRSA) or the
+    ``envFrom`` secret."""
     env = {
-        "GDAL_HTTP_MAX_RETRY": "5",
-        "GDAL_HTTP_RETRY_DELAY": "2",
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
         "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF",
         "GMRUN_HEARTBEAT": HEARTBEAT_PATH,
@@ -140,6 +161,8 @@ def worker_env(batch: str, tile: TileId) -> list[dict[str, str]]:
         "HOME": "/tmp",
         "NUMBA_CACHE_DIR": "/tmp/numba-cache",
     }
+    if endpoint_url:
+        env["AWS_ENDPOINT_URL"] = endpoint_url
     return [{"name": k, "value": v} for k, v in env.items()]
 
 
@@ -176,6 +199,8 @@ def build_job(
     args = ["run-tile", "--plan", plan_url, "--tile", str(tile)]
     if opts.log_format:
         args += ["--log-format", opts.log_format]
+    if opts.max_processing_time:
+        args += ["--max-processing-time", str(opts.max_processing_time)]
     args += list(opts.extra_args)
     container: dict[str, Any] = {
         "name": "gmrun",
@@ -183,7 +208,7 @@ def build_job(
         "imagePullPolicy": opts.image_pull_policy,
         "command": ["gmrun"],
         "args": args,
-        "env": worker_env(batch, tile),
+        "env": worker_env(batch, tile, opts.endpoint_url),
         "resources": {
             "requests": {"memory": res.memory, "cpu": res.cpu},
             "limits": {"memory": res.memory},
@@ -205,7 +230,7 @@ def build_job(
         container["envFrom"] = [{"secretRef": {"name": opts.s3_secret_name}}]
     spec: dict[str, Any] = {
         "backoffLimit": opts.backoff_limit,
-        "activeDeadlineSeconds": opts.active_deadline_seconds,
+        "activeDeadlineSeconds": job_deadline(opts),
         "ttlSecondsAfterFinished": opts.ttl_seconds_after_finished,
         "completions": 1,
         "parallelism": 1,

@@ -88,6 +88,11 @@ def _namespace_option(fn: F) -> F:
 
 def _job_options(fn: F) -> F:
     fn = click.option(
+        "--endpoint-url", metavar="URL",
+        help="S3-compatible endpoint for the workers (and for this command's done checks); "
+             "passed to each Job as the plain env var AWS_ENDPOINT_URL, never credentials.",
+    )(fn)  # fmt: skip
+    fn = click.option(
         "--backoff-limit", type=click.IntRange(min=0), metavar="N",
         help="Retries of a failed pod before the Job fails (default: from the config, 2).",
     )(fn)  # fmt: skip
@@ -114,12 +119,12 @@ def _load_plan(url: str) -> Any:
 
 
 def _job_opts(plan: Any, namespace: str | None, image: str | None, service_account: str | None,
-              backoff_limit: int | None) -> Any:  # fmt: skip
+              backoff_limit: int | None, endpoint_url: str | None = None) -> Any:  # fmt: skip
     from runner.k8s import JobOptions
 
     return JobOptions.from_config(
         plan.config.kubernetes, namespace=namespace, image=image,
-        service_account=service_account, backoff_limit=backoff_limit,
+        service_account=service_account, backoff_limit=backoff_limit, endpoint_url=endpoint_url,
     )  # fmt: skip
 
 
@@ -177,12 +182,15 @@ with kubernetes.kueue_queue, the Kueue queue label and suspend: true.""",
               metavar="DIR", help="Folder to write the manifests into (created if missing).")  # fmt: skip
 @exit_on_error
 def render_cmd(plan_url: str, batch: str, namespace: str | None, image: str | None,
-               service_account: str | None, backoff_limit: int | None, out_dir: str) -> None:  # fmt: skip
+               service_account: str | None, backoff_limit: int | None, endpoint_url: str | None,
+               out_dir: str) -> None:  # fmt: skip
     from runner import k8s as k
+    from runner import store
 
     k.validate_batch_name(batch)
+    store.use_endpoint(endpoint_url)  # the plan may be on that store
     plan = _load_plan(plan_url)
-    opts = _job_opts(plan, namespace, image, service_account, backoff_limit)
+    opts = _job_opts(plan, namespace, image, service_account, backoff_limit, endpoint_url)
     paths = k.render(plan, batch, opts, out_dir)
     click.echo(
         f"wrote {len(paths)} Job manifests and {k.KUSTOMIZATION_FILE} to {out_dir}", err=True
@@ -230,14 +238,17 @@ Examples:
 @_cluster_options
 @exit_on_error
 def submit_cmd(plan_url: str, batch: str, namespace: str | None, image: str | None,
-               service_account: str | None, backoff_limit: int | None, max_active: int | None,
+               service_account: str | None, backoff_limit: int | None, endpoint_url: str | None,
+               max_active: int | None,
                workers: int, poll_interval: float, quiet: bool, kubeconfig: str | None,
                context: str | None) -> None:  # fmt: skip
     from runner import k8s as k
+    from runner import store
 
     k.validate_batch_name(batch)
+    store.use_endpoint(endpoint_url)
     plan = _load_plan(plan_url)
-    opts = _job_opts(plan, namespace, image, service_account, backoff_limit)
+    opts = _job_opts(plan, namespace, image, service_account, backoff_limit, endpoint_url)
     cluster = k.Cluster(kubeconfig, context, pool=max(workers, 4))
     try:
         with _progress(not quiet, f"submit {batch}") as (set_total, advance):
@@ -415,10 +426,13 @@ Examples:
 def rerun_cmd(batch: str, plan_url: str | None, failed: bool, tiles_arg: str | None,
               tiles_file: Any, memory_factor: float, overwrite: bool, namespace: str | None,
               image: str | None, service_account: str | None, backoff_limit: int | None,
-              wait_timeout: float, kubeconfig: str | None, context: str | None) -> None:  # fmt: skip
+              endpoint_url: str | None, wait_timeout: float, kubeconfig: str | None,
+              context: str | None) -> None:  # fmt: skip
     from runner import k8s as k
+    from runner import store
 
     k.validate_batch_name(batch)
+    store.use_endpoint(endpoint_url)
     chosen = sum(x is not None and x is not False for x in (failed or None, tiles_arg, tiles_file))
     if chosen != 1:
         raise UserInputError("choose the tiles with exactly one of --failed, --tiles, --tiles-file")
@@ -442,7 +456,7 @@ def rerun_cmd(batch: str, plan_url: str | None, failed: bool, tiles_arg: str | N
         if not ids:
             click.echo(f"batch {batch}: nothing to rerun", err=True)
             return
-        opts = _job_opts(plan, ns, image, service_account, backoff_limit)
+        opts = _job_opts(plan, ns, image, service_account, backoff_limit, endpoint_url)
         res = k.rerun(
             cluster, plan, batch, opts, ids, overwrite=overwrite, memory_factor=memory_factor,
             wait_timeout=wait_timeout, keep_image=image is None,

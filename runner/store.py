@@ -53,8 +53,13 @@ def validate_endpoint(url: str) -> str:
         port = u.port
     except ValueError:
         port = -1
-    if (u.scheme not in ("http", "https") or not u.hostname or port == -1 or u.username
-            or u.password or u.path not in ("", "/") or u.query or u.fragment
+    if u.username or u.password:  # never echo them
+        raise UserInputError(
+            "invalid endpoint URL: credentials in it are refused; they come from the AWS chain "
+            "(environment, profile, web identity)"
+        )
+    if (u.scheme not in ("http", "https") or not u.hostname or port == -1
+            or u.path not in ("", "/") or u.query or u.fragment
             or any(c.isspace() for c in url)):  # fmt: skip
         raise UserInputError(
             f"invalid endpoint URL {url[:100]!r}: expected http(s)://host[:port] "

@@ -33,7 +33,8 @@ def test_job_names_are_dns_labels() -> None:
     assert k8s._DNS_LABEL_RE.match(longest)
 
 
-@pytest.mark.parametrize("bad", ["", "2023_A", "UPPER", "-x", "x-", "a.b", "a" * 48, "a b"])
+@pytest.mark.parametrize("bad", ["", "2023_A", "UPPER", "-x", "x-", "a.b", "a" * 48, "a b", "../x",
+                                 "a/../b", "a;rm -rf ~", "$(id)", "a`id`", "a\nb", "a" * 500])  # fmt: skip
 def test_bad_batch_names(bad: str) -> None:
     with pytest.raises(UserInputError, match="invalid batch name"):
         k8s.validate_batch_name(bad)
@@ -71,11 +72,9 @@ def test_job_manifest(plan: Any) -> None:
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["GDAL_DISABLE_READDIR_ON_OPEN"] == "EMPTY_DIR"
     assert env["GMRUN_HEARTBEAT"] == "/tmp/gmrun-heartbeat"
-    assert {
-        "GDAL_HTTP_MAX_RETRY",
-        "GDAL_HTTP_RETRY_DELAY",
-        "CPL_VSIL_CURL_ALLOWED_EXTENSIONS",
-    } <= set(env)
+    assert "CPL_VSIL_CURL_ALLOWED_EXTENSIONS" in env
+    # GDAL's HTTP retries/timeout come from the plan's input.* (an env var here would win over it)
+    assert not any(k.startswith("GDAL_HTTP_") for k in env)
     assert not any(k.startswith("AWS_") for k in env)
     assert "envFrom" not in c
     sc = c["securityContext"]
@@ -251,3 +250,83 @@ def test_status_states() -> None:
     suspended = _job()
     suspended["spec"]["suspend"] = True
     assert k8s.job_status(suspended, []).state == "suspended"
+
+
+def test_time_budget_reaches_the_job(plan: Any) -> None:
+    """kubernetes.max_processing_time: the worker's --max-processing-time, and a Job deadline a
+    little larger, so the worker's own clear reason ends the tile first."""
+    from tests.conftest import with_changes
+
+    cfg = with_changes(plan.config, kubernetes={"max_processing_time": 3600})
+    opts = k8s.JobOptions.from_config(cfg.kubernetes)
+    job = k8s.build_job(plan.tiles[0], "b1", plan.url, opts)
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    i = args.index("--max-processing-time")
+    assert args[i + 1] == "3600"
+    assert 3600 < job["spec"]["activeDeadlineSeconds"] <= 3600 + 600
+    # without a budget: no flag, the configured deadline
+    job = k8s.build_job(plan.tiles[0], "b1", plan.url, _opts(plan))
+    assert "--max-processing-time" not in job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert job["spec"]["activeDeadlineSeconds"] == plan.config.kubernetes.active_deadline_seconds
+    with pytest.raises(UserInputError, match="max_processing_time"):
+        with_changes(plan.config, kubernetes={"max_processing_time": 5})
+
+
+_SECRETS = {
+    "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "AWS_SESSION_TOKEN": "FwoGZXIvYXdzEXAMPLETOKEN",
+}
+
+
+def test_rendered_manifests_carry_no_credentials(
+    plan: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Credentials in the submitting environment never reach a manifest; the endpoint does, as
+    a plain env var."""
+    for k, v in _SECRETS.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_PROFILE", "prod-admin")
+    out = tmp_path / "jobs"
+    r = CliRunner().invoke(
+        k8s_group,
+        ["render", "--plan", plan.url, "--batch", "b1", "-o", str(out),
+         "--endpoint-url", "http://minio.local:9000"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    files = sorted(out.iterdir())
+    assert len(files) == len(plan.tiles) + 1
+    for f in files:
+        text = f.read_text()
+        for v in [*_SECRETS.values(), "prod-admin"]:
+            assert v not in text, f"{f.name} leaks a credential"
+        assert "AWS_SECRET" not in text and "AWS_SESSION" not in text and "AWS_ACCESS" not in text
+    doc = yaml.safe_load(next(out.glob("*.yaml")).read_text())
+    env = {e["name"]: e["value"] for e in doc["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AWS_ENDPOINT_URL"] == "http://minio.local:9000"
+    assert [k for k in env if k.startswith("AWS_")] == ["AWS_ENDPOINT_URL"]
+
+
+@pytest.mark.parametrize("url", ["http://key:secret@minio:9000", "ftp://minio", "http://minio/x?a=b",
+                                 "http://minio:9000/bucket", "minio:9000"])  # fmt: skip
+def test_endpoint_with_credentials_or_path_is_refused(plan: Any, tmp_path: Path, url: str) -> None:
+    out = tmp_path / "jobs"
+    r = CliRunner().invoke(
+        k8s_group,
+        ["render", "--plan", plan.url, "--batch", "b1", "-o", str(out), "--endpoint-url", url],
+    )
+    assert r.exit_code == 2, r.output
+    assert r.output.startswith("error: invalid endpoint URL") and r.output.count("\n") == 1
+    assert "secret" not in r.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("batch", ["../etc", "a;touch x", "$(id)", "a" * 300, "a\nb"])
+def test_hostile_batch_names_touch_nothing(plan: Any, tmp_path: Path, batch: str) -> None:
+    out = tmp_path / "jobs"
+    r = CliRunner().invoke(
+        k8s_group, ["render", "--plan", plan.url, "--batch", batch, "-o", str(out)]
+    )
+    assert r.exit_code == 2 and r.output.startswith("error: invalid batch name"), r.output
+    assert r.output.count("\n") == 1
+    assert not out.exists() and not (tmp_path / "x").exists()
