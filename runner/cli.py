@@ -83,8 +83,17 @@ def synth(out: Path, bbox: str, start: Any, end: Any, n_dates: int, seed: int) -
 
 
 @cli.command()
-@click.option("--catalog", help="STAC items: .ndjson or .json (ItemCollection), path or s3://. "
+@click.option("--catalog", help="STAC items: .ndjson, .json (ItemCollection) or stac-geoparquet .parquet, "
+              "path or s3://; or a STAC API preset: earth-search, planetary-computer. "
               "Optional with --dry-run (then only the tiles are listed).")  # fmt: skip
+@click.option("--stac-api", metavar="URL", help="Search this STAC API (with --collection) instead of a file.")
+@click.option("--collection", help="The STAC API's collection, e.g. sentinel-2-l2a (a preset has one).")
+@click.option("--page-size", type=click.IntRange(min=1), default=100, show_default=True,
+              help="STAC API: items per page of a search.")  # fmt: skip
+@click.option("--block-tiles", type=click.IntRange(min=1), default=4, show_default=True,
+              help="STAC API: one search per block of N x N tiles.")  # fmt: skip
+@click.option("--max-items", type=click.IntRange(min=1),
+              help="STAC API: fail if one block's search matches more items than this.")  # fmt: skip
 @click.option("--region", help="Named region: africa (land outline, Natural Earth 1:110m).")
 @click.option("--geojson", "geojson", help="Region from a GeoJSON (Multi)Polygon, Feature or FeatureCollection.")
 @click.option("--bbox", help="Region W,S,E,N in degrees.")
@@ -98,7 +107,8 @@ def synth(out: Path, bbox: str, start: Any, end: Any, n_dates: int, seed: int) -
 @click.option("--dry-run", is_flag=True, help="Print the summary only; write nothing.")
 @_endpoint_option
 @exit_on_error
-def plan(catalog: str | None, region: str | None, geojson: str | None, bbox: str | None, tiles: str | None,
+def plan(catalog: str | None, stac_api: str | None, collection: str | None, page_size: int, block_tiles: int,
+         max_items: int | None, region: str | None, geojson: str | None, bbox: str | None, tiles: str | None,
          tiles_file: str | None, year: int | None, period: str | None, config_path: str | None, out: str,
          max_memory: str | None, dry_run: bool, endpoint_url: str | None) -> None:  # fmt: skip
     """Plan a run: tiles of the region, the STAC items of each, and their sizes.
@@ -110,6 +120,8 @@ def plan(catalog: str | None, region: str | None, geojson: str | None, bbox: str
     Examples:
       gmrun plan --catalog items.ndjson --bbox 29.9,-2.1,30.1,-1.9 --year 2023 -o plan
       gmrun plan --region africa --year 2023 --dry-run
+      gmrun plan --catalog earth-search --tiles x211y074 --year 2023 -o plan
+      gmrun plan --stac-api http://127.0.0.1:7822 --collection sentinel-2-l2a --bbox ... --year 2023
     """
     from runner import store
     from runner.plan import plan_command
@@ -118,7 +130,8 @@ def plan(catalog: str | None, region: str | None, geojson: str | None, bbox: str
     plan_command(catalog=catalog, bbox=_bbox(bbox) if bbox else None, tiles=_tile_list(tiles),
                  tiles_file=tiles_file, region=region, geojson=geojson, year=year, period=period,
                  config_path=config_path, out=out, max_memory=_parse_memory(max_memory) if max_memory else None,
-                 dry_run=dry_run)  # fmt: skip
+                 dry_run=dry_run, stac_api=stac_api, collection=collection, page_size=page_size,
+                 block_tiles=block_tiles, max_items=max_items)  # fmt: skip
 
 
 @cli.group()
@@ -179,9 +192,16 @@ def _parse_memory(text: str) -> int:
 @click.option("--max-processing-time", "max_time", type=click.FloatRange(min=0, min_open=True),
               envvar="GMRUN_MAX_PROCESSING_TIME", metavar="SECONDS",
               help="Stop the tile (exit 1, no done marker) after this many seconds.")  # fmt: skip
+@click.option("--row-bands", type=click.IntRange(min=1), envvar="GMRUN_ROW_BANDS", metavar="N",
+              help="Process the tile in (at most) N row bands of chunk-aligned height, one band's "
+                   "cube in memory at a time (default: the plan's, or as --max-memory needs).")  # fmt: skip
+@click.option("--max-memory", "max_memory", envvar="GMRUN_MAX_MEMORY", metavar="SIZE",
+              help="Memory budget, e.g. 4Gi or 1500Mi: a tile whose cube does not fit is processed "
+                   "in as many row bands as fit (see docs/subtiles.md).")  # fmt: skip
 @exit_on_error
 def run_tile_cmd(plan_url: str, tile: str, location: str | None, overwrite: bool, log_format: str,
-                 skip_bad_inputs: bool | None, endpoint_url: str | None, max_time: float | None) -> None:  # fmt: skip
+                 skip_bad_inputs: bool | None, endpoint_url: str | None, max_time: float | None,
+                 row_bands: int | None, max_memory: str | None) -> None:  # fmt: skip
     """Compute one tile: load, mask, reduce, write COGs and the STAC item (last).
 
     This is what each Kubernetes Job runs. Exit codes: 0 done (or already done), 2 bad input
@@ -195,6 +215,7 @@ def run_tile_cmd(plan_url: str, tile: str, location: str | None, overwrite: bool
     logs.setup(log_format)  # type: ignore[arg-type]
     tid = TileId.parse(tile)
     log = logs.tile_logger(tid)
+    budget = _parse_memory(max_memory) if max_memory else None
     store.use_endpoint(endpoint_url)
     p = Plan.load(plan_url)
     store.use_acl(p.config.output.acl)
@@ -202,7 +223,7 @@ def run_tile_cmd(plan_url: str, tile: str, location: str | None, overwrite: bool
         skip_bad_inputs = p.config.input.skip_bad_inputs
     try:
         run_tile(p, tid, location=location, overwrite=overwrite or None, skip_bad_inputs=skip_bad_inputs,
-                 max_processing_time=max_time)  # fmt: skip
+                 max_processing_time=max_time, row_bands=row_bands, max_memory=budget)  # fmt: skip
     except EmptyTileError as e:
         log.warning("%s", e, extra={"status": "empty"})
         raise
@@ -226,9 +247,13 @@ def run_tile_cmd(plan_url: str, tile: str, location: str | None, overwrite: bool
 @_endpoint_option
 @click.option("--max-processing-time", "max_time", type=click.FloatRange(min=0, min_open=True),
               metavar="SECONDS", help="Per tile: stop it (failed, no done marker) after this many seconds.")  # fmt: skip
+@click.option("--max-memory", "max_memory", metavar="SIZE",
+              help="Per-tile memory budget, e.g. 4Gi: as run-tile's (row bands when a cube does not fit).")
+@click.option("--row-bands", type=click.IntRange(min=1), metavar="N", help="As run-tile's, for every tile.")
 @exit_on_error
 def run_cmd(plan_url: str, tiles: str | None, workers: int, location: str | None, overwrite: bool,
-            skip_bad_inputs: bool | None, endpoint_url: str | None, max_time: float | None) -> None:  # fmt: skip
+            skip_bad_inputs: bool | None, endpoint_url: str | None, max_time: float | None,
+            max_memory: str | None, row_bands: int | None) -> None:  # fmt: skip
     """Run a plan's tiles on this machine, one process per tile; done tiles are skipped.
 
     Exit code 1 if any tile failed (the summary names them; rerun the same command to retry
@@ -244,7 +269,10 @@ def run_cmd(plan_url: str, tiles: str | None, workers: int, location: str | None
     p = Plan.load(plan_url)
     if skip_bad_inputs is None:
         skip_bad_inputs = p.config.input.skip_bad_inputs
-    opts = WorkerOptions(location, overwrite, skip_bad_inputs, max_time, endpoint_url=endpoint_url)
+    if max_memory:
+        _parse_memory(max_memory)  # a bad size is one error here, not one per tile
+    opts = WorkerOptions(location, overwrite, skip_bad_inputs, max_time, endpoint_url=endpoint_url,
+                         max_memory=max_memory, row_bands=row_bands)  # fmt: skip
     runs = run_local(p, _tile_list(tiles), workers=workers, options=opts)
     Console(stderr=True).print(summary_table(runs))
     if any(r.status == "failed" for r in runs):

@@ -48,6 +48,8 @@ class WorkerOptions:
     skip_bad_inputs: bool | None = None  #: None: the worker reads input.skip_bad_inputs itself
     max_processing_time: float | None = None
     endpoint_url: str | None = None  #: S3-compatible endpoint (``--endpoint-url``)
+    max_memory: str | None = None  #: per-tile memory budget (``--max-memory``, e.g. ``4Gi``)
+    row_bands: int | None = None  #: ``--row-bands``
 
 
 def worker_command(plan_url: str, tile: TileId, opts: WorkerOptions = WorkerOptions()) -> list[str]:
@@ -63,6 +65,10 @@ def worker_command(plan_url: str, tile: TileId, opts: WorkerOptions = WorkerOpti
         cmd += ["--endpoint-url", opts.endpoint_url]
     if opts.max_processing_time:
         cmd += ["--max-processing-time", repr(opts.max_processing_time)]
+    if opts.max_memory:
+        cmd += ["--max-memory", opts.max_memory]
+    if opts.row_bands:
+        cmd += ["--row-bands", str(opts.row_bands)]
     return cmd
 
 

@@ -57,11 +57,82 @@ def cube_bytes(ny: int, nx: int, n_bands: int, n_obs: int) -> int:
     return ny * nx * n_bands * n_obs * 2
 
 
+def results_bytes(ny: int, nx: int, n_bands: int) -> int:
+    """Bytes of a worker's results for ny × nx pixels: the float32 geomedian of each band, three
+    float32 MADs, the uint16 count and the int32 iteration counts."""
+    return ny * nx * (n_bands * 4 + 3 * 4 + 2 + 4)
+
+
 def estimate_memory(ny: int, nx: int, n_bands: int, n_obs: int, overhead_mib: int) -> int:
-    """Peak bytes of a worker: the cube, the float32 results (geomedian per band, three MADs,
-    count) and a fixed overhead for the interpreter, GDAL caches and the reduction's row blocks."""
-    results = ny * nx * (n_bands * 4 + 3 * 4 + 2)
-    return cube_bytes(ny, nx, n_bands, n_obs) + results + overhead_mib * _MIB
+    """Peak bytes of a worker computing the whole tile at once: the cube, the results and a
+    fixed overhead (MiB) for the interpreter, GDAL caches and the reduction's row blocks."""
+    return cube_bytes(ny, nx, n_bands, n_obs) + results_bytes(ny, nx, n_bands) + overhead_mib * _MIB
+
+
+def band_height(ny: int, n: int, chunk: int | None = None) -> int:
+    """Rows of each row band (the last may be shorter) when a tile of ``ny`` rows is cut into
+    at most ``n`` bands: ``ceil(ny / n)`` rounded up to a multiple of the Dask ``chunk`` (so that
+    every chunk, and so every source block, is read by one band only); bands thinner than a
+    chunk cannot be aligned and are exactly ``ceil(ny / n)`` rows."""
+    if n < 1 or ny < 1:
+        raise ValueError(f"need n >= 1 and ny >= 1, got n={n}, ny={ny}")
+    h = -(-ny // min(n, ny))
+    if chunk and h > chunk:
+        h = min(ny, -(-h // chunk) * chunk)
+    return h
+
+
+def band_rows(ny: int, n: int, chunk: int | None = None) -> list[tuple[int, int]]:
+    """The row ranges ``[(r0, r1), ...]`` of the bands of :func:`band_height` (at most ``n``)."""
+    h = band_height(ny, n, chunk)
+    return [(r0, min(ny, r0 + h)) for r0 in range(0, ny, h)]
+
+
+def band_memory(rows: int, ny: int, nx: int, n_bands: int, n_obs: int, overhead_mib: int) -> int:
+    """Peak bytes of a worker processing a tile in bands of ``rows`` rows: one band's cube (the
+    one preallocated buffer, reused by every band), the whole tile's results, one band's results
+    (the reduction's output before it is copied into the tile's) and the fixed overhead (MiB)."""
+    return (
+        cube_bytes(rows, nx, n_bands, n_obs)
+        + results_bytes(ny, nx, n_bands)
+        + (results_bytes(rows, nx, n_bands) if rows < ny else 0)
+        + overhead_mib * _MIB
+    )
+
+
+def _mib(n: int) -> str:
+    return f"{math.ceil(n / _MIB)} MiB"
+
+
+def row_bands_for(
+    budget_bytes: int,
+    ny: int,
+    nx: int,
+    n_bands: int,
+    n_obs: int,
+    overhead_mib: int,
+    chunk: int | None = None,
+) -> int:
+    """The smallest number of row bands whose estimated peak (:func:`band_memory`) fits
+    ``budget_bytes``; band heights as :func:`band_height` (multiples of ``chunk`` when thicker).
+
+    Raises :class:`UserInputError` when even 1-row bands do not fit: the whole tile's results
+    plus the fixed overhead are the floor of a worker's memory, whatever the number of bands.
+    """
+    if n_obs < 1 or budget_bytes >= estimate_memory(ny, nx, n_bands, n_obs, overhead_mib):
+        return 1
+    floor = band_memory(1, ny, nx, n_bands, n_obs, overhead_mib)
+    if budget_bytes < floor:
+        raise UserInputError(
+            f"memory budget {_mib(budget_bytes)} is too small for a {ny}×{nx} px tile of {n_bands} bands and "
+            f"{n_obs} observations: its results ({_mib(results_bytes(ny, nx, n_bands))}) and the fixed overhead "
+            f"({overhead_mib} MiB) alone need {_mib(floor)}"
+        )
+    for n in range(2, ny + 1):  # band_height is non-increasing in n: the first fit is the least
+        h = band_height(ny, n, chunk)
+        if band_memory(h, ny, nx, n_bands, n_obs, overhead_mib) <= budget_bytes:
+            return len(band_rows(ny, n, chunk))
+    return ny  # unreachable: 1-row bands fit (checked above)
 
 
 def size_class(memory_bytes: int) -> int:
@@ -82,9 +153,11 @@ class TilePlan:
     cube_bytes: int  #: bytes of the uint16 cube
     resources: Resources
     items_href: str  #: the tile's items, relative to the plan folder
+    #: row bands the worker cuts the tile into to fit ``resources`` (1: the whole tile at once)
+    row_bands: int = 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "tile": str(self.tile),
             "n_items": self.n_items,
             "n_obs": self.n_obs,
@@ -93,6 +166,9 @@ class TilePlan:
             "cpu": self.resources.cpu,
             "items": self.items_href,
         }
+        if self.row_bands > 1:  # absent means 1: plans written before row bands read the same
+            d["row_bands"] = self.row_bands
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TilePlan:
@@ -103,6 +179,7 @@ class TilePlan:
             cube_bytes=int(d["cube_bytes"]),
             resources=Resources(int(d["memory_bytes"]), str(d["cpu"])),
             items_href=str(d["items"]),
+            row_bands=int(d.get("row_bands", 1)),
         )
 
 
@@ -205,14 +282,22 @@ class Plan:
 def make_tile_plan(
     config: RunConfig, tile: TileId, n_items: int, n_obs: int, max_memory: int | None = None
 ) -> TilePlan:
-    """Size one tile: cube bytes and Kubernetes resources (memory rounded up to a size class)."""
+    """Size one tile: cube bytes and Kubernetes resources (memory rounded up to a size class).
+
+    A tile whose estimate exceeds ``max_memory`` (bytes) gets ``max_memory`` and the number of
+    row bands that fits it (:func:`row_bands_for`); a budget too small for even 1-row bands is
+    a :class:`UserInputError`."""
     grid = TileGrid.from_config(config.grid)
     n = grid.tile_pixels
     nb = len(config.bands)
-    need = estimate_memory(n, n, nb, n_obs, config.kubernetes.memory_overhead_mib)
+    overhead = config.kubernetes.memory_overhead_mib
+    need = estimate_memory(n, n, nb, n_obs, overhead)
     mem = size_class(need)
-    if max_memory is not None:
-        mem = min(mem, max_memory)
+    bands = 1
+    if max_memory is not None and mem > max_memory:
+        mem = max_memory
+        chunk = min(config.input.chunk, n)
+        bands = row_bands_for(max_memory, n, n, nb, n_obs, overhead, chunk)
     return TilePlan(
         tile=tile,
         n_items=n_items,
@@ -220,6 +305,7 @@ def make_tile_plan(
         cube_bytes=cube_bytes(n, n, nb, n_obs),
         resources=Resources(mem, config.kubernetes.cpu),
         items_href=f"items/{tile}.ndjson",
+        row_bands=bands,
     )
 
 
@@ -273,10 +359,13 @@ def stream_plan(
     period: Period,
     folder: str | None,
     max_memory: int | None = None,
+    records: Iterable[tuple[str, dict[str, Any]]] | None = None,
 ) -> Plan:
-    """Plan straight from a catalog file without holding its items: each item's top-level id,
-    geometry and properties are parsed once and matched to tiles in vectorised batches; per tile
-    only a (datetime, id, where) key and the solar days stay in memory. At the end every tile's
+    """Plan straight from a catalog file (or from ``records``, ``(json line, item)`` pairs such
+    as a STAC API search yields; ``catalog`` then only names the source) without holding its
+    items: each item's top-level id, geometry and properties are parsed once and matched to
+    tiles in vectorised batches; per tile only a (datetime, id, where) key and the solar days stay
+    in memory. At the end every tile's
     raw item lines are written, sorted by (datetime, id), to ``folder/items/{tile}.ndjson``:
     read back by offset from a local ndjson catalog, or else from per-tile staging files written
     along the way. ``folder=None`` only counts (dry run). Same result as :func:`build_plan` +
@@ -298,9 +387,12 @@ def stream_plan(
     keys: list[list[tuple[datetime, str, Any]]] = [[] for _ in range(n)]
     days: list[set[date]] = [set() for _ in range(n)]
     fields = frozenset(("id", "geometry", "properties"))
-    path = local_ndjson(catalog)
-    records: Iterable[tuple[Any, dict[str, Any]]]
-    records = iter_ndjson_spans(path, fields) if path is not None else iter_catalog(catalog, fields)
+    path = local_ndjson(catalog) if records is None else None
+    source: Iterable[tuple[Any, dict[str, Any]]]
+    if records is not None:
+        source = records
+    else:
+        source = iter_ndjson_spans(path, fields) if path is not None else iter_catalog(catalog, fields)
     staging = folder is not None and path is None
     stage = tempfile.TemporaryDirectory(prefix=".gmrun-plan-") if staging else None
     buf: dict[int, list[str]] = {}
@@ -318,7 +410,7 @@ def stream_plan(
     cc_max = config.input.max_cloud_cover
 
     def selected() -> Iterator[tuple[Any, dict[str, Any], datetime]]:
-        for ref, it in records:
+        for ref, it in source:
             dt = item_datetime(it)
             cc = it.get("properties", {}).get("eo:cloud_cover")
             if period.contains(dt) and (cc is None or cc <= cc_max):
@@ -497,14 +589,21 @@ def plan_command(
     out: str,
     max_memory: int | None,
     dry_run: bool,
+    stac_api: str | None = None,
+    collection: str | None = None,
+    page_size: int = 100,
+    block_tiles: int = 4,
+    max_items: int | None = None,
 ) -> Plan | None:
-    """``gmrun plan``: select the tiles, assign the catalog's items, print a summary, write."""
+    """``gmrun plan``: select the tiles, assign the catalog's (or the STAC API's) items, print a
+    summary, write. ``catalog`` is an item file or a preset name (``runner.stac_api.PRESETS``)."""
     import time
 
     from rich.console import Console
 
     from runner.config import load_config
     from runner.region import select_tiles
+    from runner.stac_api import StacApi
 
     t0 = time.monotonic()
     config = load_config(config_path)
@@ -515,14 +614,29 @@ def plan_command(
     tile_ids, _outline = select_tiles(grid, bbox=bbox, tiles=tiles, tiles_file=tiles_file,
                                       region=region, geojson=geojson)  # fmt: skip
     console = Console()
-    if catalog is None:
+    api = StacApi.from_options(catalog=catalog, stac_api=stac_api, collection=collection,
+                               page_size=page_size, block_tiles=block_tiles, max_items=max_items)  # fmt: skip
+    if catalog is None and api is None:
         if not dry_run:
-            raise UserInputError("give --catalog (only a --dry-run lists the tiles without one)")
+            raise UserInputError("give --catalog or --stac-api (only a --dry-run lists the tiles without one)")
         first, last = (str(tile_ids[0]), str(tile_ids[-1])) if tile_ids else ("-", "-")
         console.print(f"{len(tile_ids)} tiles (first {first}, last {last}), period {per.label}, "
                       f"{time.monotonic() - t0:.2f} s")  # fmt: skip
         return None
-    p = stream_plan(config, tile_ids, catalog, per, None if dry_run else out, max_memory)
+    if api is not None:
+        from rich.progress import Progress
+
+        from runner.stac_api import StacApiSearch
+
+        search = StacApiSearch(api, grid, tile_ids, per, config.input.max_cloud_cover)
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            search.progress = bar
+            p = stream_plan(config, tile_ids, api.source, per, None if dry_run else out, max_memory,
+                            records=search.records())  # fmt: skip
+        console.print(search.summary())
+    else:
+        assert catalog is not None
+        p = stream_plan(config, tile_ids, catalog, per, None if dry_run else out, max_memory)
     console.print(summary_table(p))
     if dry_run:
         console.print(f"dry run: nothing written ({time.monotonic() - t0:.1f} s)")

@@ -23,7 +23,7 @@ import resource
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,7 +34,7 @@ from odc.geo.geobox import GeoBox
 
 from runner import __version__
 from runner.config import RunConfig
-from runner.errors import GmrunError, InputAssetError
+from runner.errors import GmrunError, InputAssetError, UserInputError
 from runner.grid import TileId
 from runner.logs import tile_logger
 from runner.outputs import (
@@ -47,7 +47,7 @@ from runner.outputs import (
     output_bands,
     write_file,
 )
-from runner.plan import Plan
+from runner.plan import Plan, TilePlan
 from runner.progress import Heartbeat, StageProgress
 
 
@@ -253,28 +253,85 @@ def _item_of(items: list[dict[str, Any]], href: str) -> dict[str, Any] | None:
     return None
 
 
-def load_cube(
+def bytes_read_so_far() -> int:
+    """Bytes this process has read so far (``rchar`` of ``/proc/self/io``; 0 where unavailable).
+
+    ``rchar`` counts what ``read()``/``pread()`` returned — local COGs, page-cache hits included —
+    so a delta over the load stage is the input bytes GDAL read from files. Reads from network
+    sockets with ``recv()`` (GDAL's curl for http/S3 inputs) are NOT counted.
+    """
+    try:
+        with open("/proc/self/io") as f:
+            for line in f:
+                if line.startswith("rchar:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class RowBand:
+    """Rows ``[r0, r1)`` of the tile: band ``index`` (0-based) of ``count``."""
+
+    index: int
+    count: int
+    r0: int
+    r1: int
+
+
+@dataclass
+class LoadStats:
+    """What loading a tile took, accumulated over its bands (and over restarts, if any)."""
+
+    seconds: float = 0.0  #: wall time of the load stage (graph + GDAL reads + mask + sink)
+    bytes_read: int = 0  #: see :func:`bytes_read_so_far`
+    row_bands: int = 1
+    band_rows: int = 0  #: rows of the largest band (the buffer's height)
+    cube_bytes: int = 0  #: bytes of the one preallocated buffer (the largest band's cube)
+    tile_cube_bytes: int = 0  #: bytes the whole tile's cube would take
+    cube_shape: tuple[int, ...] = ()  #: the whole tile's (y, x, band, time)
+    times: tuple[str, ...] = ()
+    restarts: int = 0  #: loads started again after a dropped item or a transient failure
+
+
+#: ``row_bands``: a fixed number of bands, or a function of the tile's (ny, nx, n_bands, n_obs)
+#: (the number of observations is only known once the items are grouped into solar days).
+RowBandsChoice = int | Callable[[int, int, int, int], int]
+
+
+def load_bands(
     items: list[dict[str, Any]],
     config: RunConfig,
     geobox: GeoBox,
     log: Any,
+    on_band: Callable[[Cube, RowBand], None],
+    *,
+    row_bands: RowBandsChoice = 1,
     heartbeat: Heartbeat | None = None,
     skip_bad_inputs: bool = False,
     skipped: list[str] | None = None,
-) -> Cube:
-    """Load, mask and sink the tile into one preallocated uint16 (y, x, band, time) array.
+) -> LoadStats:
+    """Load, mask and sink the tile one row band at a time into ONE preallocated uint16
+    (rows, x, band, time) buffer sized for the largest band, calling ``on_band(cube, band)``
+    after each band (``cube.data`` is a view of the buffer, valid until ``on_band`` returns).
+
+    The lazy stack is built once; band heights are multiples of the Dask chunk edge (see
+    :func:`runner.plan.band_rows`), so every chunk is computed by one band only.
 
     An asset that fails is read again directly (``input.retries`` times, with backoff); if it
     is still unreadable the tile fails with :class:`InputAssetError` naming it — or, with
-    ``skip_bad_inputs``, its item is dropped (its id appended to ``skipped``) and the load is
-    done again without it. If the asset reads now (a transient fault), the load is done once more.
+    ``skip_bad_inputs``, its item is dropped (its id appended to ``skipped``). Either way the
+    load then starts again from the first band with the new item list (the observations, so
+    every band's pixels, may have changed): ``on_band`` sees every band again and must simply
+    overwrite what it kept of the earlier attempt.
     """
     import warnings
 
-    import dask
-    import dask.array as da
-    from dask.callbacks import Callback
+    import odc.stac  # noqa: F401  (imported before counting, so that its files are not bytes read)
     from rasterio.errors import NotGeoreferencedWarning
+
+    from runner.plan import band_rows
 
     # odc-loader reprojects into plain arrays; rasterio warns that they have no georeferencing.
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
@@ -284,49 +341,124 @@ def load_cube(
     items = list(items)
     skipped = skipped if skipped is not None else []
     threads = config.input.threads or os.cpu_count() or 1
+    stats = LoadStats()
     transient: set[str] = set()  # assets that failed once and then read: a second failure is fatal
     while True:
         if not items:
             raise EmptyTileError("no observations were loaded: every input was skipped")
         hrefs = _hrefs(items)
+        t0, rchar0 = time.perf_counter(), bytes_read_so_far()
         stack, times = lazy_stack(items, config, geobox)
         ny, nx, nb, nt = stack.shape
         if nt == 0:
             raise EmptyTileError("no observations were loaded")
-        cube = np.empty((ny, nx, nb, nt), dtype=np.uint16)
-        n_tasks = len(stack.__dask_graph__())
-        with StageProgress(log, "load", n_tasks, heartbeat, "tasks") as prog:
+        n = row_bands if isinstance(row_bands, int) else row_bands(ny, nx, nb, nt)
+        chunk = stack.chunks[0][0]
+        rows = band_rows(ny, max(1, n), chunk)
+        height = max(r1 - r0 for r0, r1 in rows)
+        buf = np.empty((height, nx, nb, nt), dtype=np.uint16)
+        stats.row_bands, stats.band_rows, stats.cube_bytes = len(rows), height, int(buf.nbytes)
+        stats.tile_cube_bytes, stats.cube_shape, stats.times = ny * nx * nb * nt * 2, (ny, nx, nb, nt), times
+        if len(rows) > 1:
+            log.info("%d row bands of %d rows (chunk %d px): buffer %s uint16 (%.1f MB) of a %.1f MB cube",
+                     len(rows), height, chunk, buf.shape, buf.nbytes / 1e6, stats.tile_cube_bytes / 1e6,
+                     extra={"stage": "load", "row_bands": len(rows), "cube_bytes": int(buf.nbytes)})  # fmt: skip
+        stats.seconds += time.perf_counter() - t0
+        stats.bytes_read += bytes_read_so_far() - rchar0
+        failure: Exception | None = None
+        for i, (r0, r1) in enumerate(rows):
+            band = RowBand(i, len(rows), r0, r1)
+            view = buf[: r1 - r0]
+            failure = _store_band(stack[r0:r1], view, band, threads, stats, log, heartbeat)
+            if failure is not None:
+                break
+            on_band(Cube(view, tuple(config.bands), times, geobox), band)
+            heartbeat.beat(force=True)
+        if failure is None:
+            return stats
+        href = _asset_in_error(failure, hrefs)
+        if href is None:
+            raise failure
+        message = str(failure)
+        del buf, view, failure  # the traceback holds the buffer: free it before the next attempt
+        stats.restarts += 1
+        reason = _probe_asset(href, config.input.retries)
+        if reason is None and href in transient:
+            reason = f"failed twice while loading: {message}"
+        if reason is None:
+            transient.add(href)
+            log.warning("transient read failure of %s; loading again", href, extra={"asset": href})
+            continue
+        bad = _item_of(items, href)
+        if not skip_bad_inputs or bad is None:
+            raise InputAssetError(
+                f"input asset unreadable after {config.input.retries} retries: {href} ({reason})"
+            ) from None
+        items.remove(bad)
+        skipped.append(str(bad.get("id")))
+        log.warning("skipping item %s: asset unreadable after %d retries: %s (%s); loading again without it",
+                    bad.get("id"), config.input.retries, href, reason,
+                    extra={"asset": href, "skipped_item": bad.get("id")})  # fmt: skip
 
-            class _Tick(Callback):  # type: ignore[misc]
-                def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, id: Any) -> None:
-                    prog.advance()
 
-            try:
-                with dask.config.set(scheduler="threads", num_workers=threads), _Tick():
-                    da.store(stack, cube, lock=False)
-                return Cube(cube, tuple(config.bands), times, geobox)
-            except Exception as e:
-                href = _asset_in_error(e, hrefs)
-                if href is None:
-                    raise
-                del cube
-                reason = _probe_asset(href, config.input.retries)
-                if reason is None and href in transient:
-                    reason = f"failed twice while loading: {e}"
-                if reason is None:
-                    transient.add(href)
-                    log.warning("transient read failure of %s; loading again", href, extra={"asset": href})
-                    continue
-                bad = _item_of(items, href)
-                if not skip_bad_inputs or bad is None:
-                    raise InputAssetError(
-                        f"input asset unreadable after {config.input.retries} retries: {href} ({reason})"
-                    ) from None
-                items.remove(bad)
-                skipped.append(str(bad.get("id")))
-                log.warning("skipping item %s: asset unreadable after %d retries: %s (%s)", bad.get("id"),
-                            config.input.retries, href, reason,
-                            extra={"asset": href, "skipped_item": bad.get("id")})  # fmt: skip
+def _store_band(
+    part: Any, view: NDArray[np.uint16], band: RowBand, threads: int, stats: LoadStats, log: Any,
+    heartbeat: Heartbeat,
+) -> Exception | None:
+    """``da.store`` one band's lazy pixels into its view of the buffer, with the threaded
+    scheduler; the exception it raised (to be matched to an asset by the caller), else None."""
+    import dask
+    import dask.array as da
+    from dask.callbacks import Callback
+    from dask.core import flatten
+
+    t0, rchar0 = time.perf_counter(), bytes_read_so_far()
+    if band.count > 1:
+        log.info("band %d/%d: rows %d-%d: loading", band.index + 1, band.count, band.r0, band.r1,
+                 extra={"stage": "load", "band": band.index + 1, "row_bands": band.count})  # fmt: skip
+    # the tasks this band runs: its slice of the stack's graph, without the other bands' chunks
+    n_tasks = len(part.__dask_graph__().cull(set(flatten(part.__dask_keys__()))))
+    with StageProgress(log, "load", n_tasks, heartbeat, "tasks") as prog:
+
+        class _Tick(Callback):  # type: ignore[misc]
+            def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, id: Any) -> None:
+                prog.advance()
+
+        try:
+            with dask.config.set(scheduler="threads", num_workers=threads), _Tick():
+                da.store(part, view, lock=False)
+        except Exception as e:
+            return e
+        finally:
+            stats.seconds += time.perf_counter() - t0
+            stats.bytes_read += bytes_read_so_far() - rchar0
+    return None
+
+
+def load_cube(
+    items: list[dict[str, Any]],
+    config: RunConfig,
+    geobox: GeoBox,
+    log: Any,
+    heartbeat: Heartbeat | None = None,
+    skip_bad_inputs: bool = False,
+    skipped: list[str] | None = None,
+    stats: list[LoadStats] | None = None,
+) -> Cube:
+    """Load, mask and sink the whole tile into one preallocated uint16 (y, x, band, time) array
+    (:func:`load_bands` with one band; its :class:`LoadStats` appended to ``stats`` if given).
+
+    An asset that fails is read again directly (``input.retries`` times, with backoff); if it
+    is still unreadable the tile fails with :class:`InputAssetError` naming it — or, with
+    ``skip_bad_inputs``, its item is dropped (its id appended to ``skipped``) and the load is
+    done again without it. If the asset reads now (a transient fault), the load is done once more.
+    """
+    cubes: list[Cube] = []
+    st = load_bands(items, config, geobox, log, lambda cube, _band: cubes.append(cube), row_bands=1,
+                    heartbeat=heartbeat, skip_bad_inputs=skip_bad_inputs, skipped=skipped)  # fmt: skip
+    if stats is not None:
+        stats.append(st)
+    return cubes[-1]
 
 
 # --- reduce ------------------------------------------------------------------------------------------
@@ -374,6 +506,53 @@ def write_outputs(
     return files
 
 
+def choose_row_bands(
+    plan_tile: TilePlan, config: RunConfig, row_bands: int | None = None, max_memory: int | None = None
+) -> RowBandsChoice:
+    """How many row bands the worker cuts a tile into: ``row_bands`` if given; else, when the
+    plan gave the tile ``row_bands`` > 1 and/or ``max_memory`` (bytes) is given, the number that
+    fits the smaller of the two budgets (the plan's memory, ``max_memory``) once the number of
+    observations is known (never fewer than the plan's); else 1. See docs/subtiles.md."""
+    from runner.plan import row_bands_for
+
+    if row_bands is not None:
+        if row_bands < 1:
+            raise UserInputError(f"--row-bands must be at least 1, got {row_bands}")
+        return row_bands
+    budgets = [b for b in (max_memory, plan_tile.resources.memory_bytes if plan_tile.row_bands > 1 else None) if b]
+    if not budgets:
+        return plan_tile.row_bands
+    budget, overhead = min(budgets), config.kubernetes.memory_overhead_mib
+
+    def fit(ny: int, nx: int, nb: int, nt: int) -> int:
+        chunk = min(config.input.chunk, max(ny, nx))
+        return max(plan_tile.row_bands, row_bands_for(budget, ny, nx, nb, nt, overhead, chunk))
+
+    return fit
+
+
+class _TileResult:
+    """The whole tile's results, filled band by band (a band's result is copied into its rows);
+    with one band the reduction's own result is kept as it is, without a copy."""
+
+    def __init__(self) -> None:
+        self.result: Any = None
+        self.reduce_seconds = 0.0
+
+    def put(self, res: Any, band: RowBand, ny: int) -> None:
+        from algos import GeomadResult
+
+        if band.count == 1:
+            self.result = res
+            return
+        if self.result is None or self.result.count.shape[0] != ny:
+            nx = res.count.shape[1]
+            self.result = GeomadResult(*(np.empty((ny, nx, *getattr(res, f).shape[2:]), getattr(res, f).dtype)
+                                         for f in ("gm", "emad", "smad", "bcmad", "count", "iterations")))  # fmt: skip
+        for f in ("gm", "emad", "smad", "bcmad", "count", "iterations"):
+            getattr(self.result, f)[band.r0 : band.r1] = getattr(res, f)
+
+
 def run_tile(
     plan: Plan,
     tile: TileId | str,
@@ -382,12 +561,18 @@ def run_tile(
     overwrite: bool | None = None,
     skip_bad_inputs: bool = False,
     max_processing_time: float | None = None,
+    row_bands: int | None = None,
+    max_memory: int | None = None,
 ) -> TileReport:
     """Compute one tile of a plan and write its outputs (skipped if already done).
 
     ``skip_bad_inputs``: drop the items of assets that stay unreadable (listed in the STAC
     item's ``gmrun:skipped_inputs``) instead of failing. ``max_processing_time``: seconds after
     which the process ends with exit code 1 and no done marker (see :class:`Deadline`).
+    ``row_bands`` / ``max_memory`` (bytes): process the tile in row bands, that many or as many
+    as fit the memory budget (see :func:`choose_row_bands`). The results are kept in memory for
+    the whole tile and each COG is written once at the end: results are byte-identical to a
+    whole-tile run.
     """
     import json
 
@@ -402,6 +587,7 @@ def run_tile(
     if not overwrite and out.is_done():
         log.info("already done: %s", out.item_url, extra={"status": "skipped"})
         return TileReport(tid, "skipped", out.item_url)
+    bands_choice = choose_row_bands(tp, config, row_bands, max_memory)
     heartbeat = Heartbeat()
     heartbeat.beat(force=True)
     deadline = Deadline(tid, max_processing_time, log)
@@ -414,21 +600,37 @@ def run_tile(
         raise EmptyTileError(f"tile {tid} is empty: no STAC items in {plan.period.label}; nothing written")
     grid = plan.grid
     geobox = grid.geobox(tid)
+    ny = geobox.shape.y
     log.info("loading %d items onto %s px", len(items), "×".join(map(str, geobox.shape)),
              extra={"stage": "load", "items": len(items)})  # fmt: skip
     deadline.stage = "load"
-    with _timed(timings, "load"):
-        try:
-            cube = load_cube(items, config, geobox, log, heartbeat, skip_bad_inputs, skipped)
-        except EmptyTileError:
-            raise EmptyTileError(f"tile {tid} is empty: its items hold no observations; nothing written") from None
-    log.info("cube %s uint16 (%.1f MB), %d observations", cube.data.shape, cube.nbytes / 1e6, len(cube.times),
-             extra={"stage": "reduce", "cube_bytes": cube.nbytes})  # fmt: skip
-    deadline.stage = "reduce"
-    with _timed(timings, "reduce"):
-        result = reduce_cube(cube, config, log, heartbeat)
-    cube_shape, cube_bytes, dates = list(cube.data.shape), cube.nbytes, cube.times
-    del cube  # the results are all that writing needs: give the cube's memory back first
+    tile_result = _TileResult()
+
+    def on_band(cube: Cube, band: RowBand) -> None:
+        if band.index == 0:
+            log.info("cube %s uint16 (%.1f MB), %d observations", cube.data.shape, cube.nbytes / 1e6,
+                     len(cube.times), extra={"stage": "reduce", "cube_bytes": cube.nbytes})  # fmt: skip
+        deadline.stage = "reduce" if band.count == 1 else f"reduce (band {band.index + 1}/{band.count})"
+        t0 = time.perf_counter()
+        tile_result.put(reduce_cube(cube, config, log, heartbeat), band, ny)
+        dt = time.perf_counter() - t0
+        tile_result.reduce_seconds += dt
+        if band.count > 1:
+            log.info("band %d/%d: rows %d-%d: done (reduce %.1f s), %d%% of the tile", band.index + 1,
+                     band.count, band.r0, band.r1, dt, 100 * band.r1 // ny,
+                     extra={"stage": "reduce", "band": band.index + 1, "row_bands": band.count,
+                            "progress": 100 * band.r1 // ny})  # fmt: skip
+            deadline.stage = f"load (band {band.index + 2}/{band.count})"
+
+    t0 = time.perf_counter()
+    try:
+        stats = load_bands(items, config, geobox, log, on_band, row_bands=bands_choice, heartbeat=heartbeat,
+                           skip_bad_inputs=skip_bad_inputs, skipped=skipped)  # fmt: skip
+    except EmptyTileError:
+        raise EmptyTileError(f"tile {tid} is empty: its items hold no observations; nothing written") from None
+    timings["load"] = round(time.perf_counter() - t0 - tile_result.reduce_seconds, 3)
+    timings["reduce"] = round(tile_result.reduce_seconds, 3)
+    result, dates = tile_result.result, stats.times
     iters = result.iterations[result.count > 0]
     deadline.stage = "write"
     log.info("writing %d files to %s", len(output_bands(config)), out.folder, extra={"stage": "write"})
@@ -438,8 +640,13 @@ def run_tile(
         "tile": str(tid),
         "started": started,
         "seconds": timings,
-        "cube_shape": cube_shape,
-        "cube_bytes": cube_bytes,
+        "bytes_read": stats.bytes_read,
+        "cube_shape": list(stats.cube_shape),
+        "cube_bytes": stats.cube_bytes,
+        "tile_cube_bytes": stats.tile_cube_bytes,
+        "row_bands": stats.row_bands,
+        "band_rows": stats.band_rows,
+        "load_restarts": stats.restarts,
         "peak_rss_bytes": peak_rss_bytes(),
         "observations": len(dates),
         "items": len(items),
@@ -465,4 +672,3 @@ def run_tile(
     log.info("done in %.1f s: %s", sum(timings.values()), out.item_url,
              extra={"status": "done", "metrics": metrics})  # fmt: skip
     return TileReport(tid, "done", out.item_url, metrics)
-
