@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV := $(PY) -m uv
 
-.PHONY: demo test install install-test k8s-binaries lint bench clean
+.PHONY: demo test install install-test k8s-binaries lint bench bench-tile clean
 
 $(BIN)/gmrun: pyproject.toml
 	$(PY) -m pip install --quiet uv
@@ -30,6 +30,10 @@ test: install k8s-binaries lint
 
 bench: install
 	$(BIN)/python benchmarks/bench_algos.py
+
+bench-tile: install  # long (~20 min, 5 GB of RAM): see docs/performance.md
+	$(UV) pip install --quiet --python $(BIN)/python -e '.[test,bench]'
+	$(BIN)/python benchmarks/bench_tile.py
 
 clean:
 	rm -rf $(VENV) gmrun-demo gmrun-out
