@@ -27,12 +27,44 @@ from runner.period import Period
 Item = dict[str, Any]
 T = TypeVar("T")
 #: How errors name a STAC item file the user gave.
-CATALOG = "catalog (an .ndjson or .json item file)"
+CATALOG = "catalog (an .ndjson, .json or stac-geoparquet .parquet item file)"
+
+
+def read_geoparquet(url: str) -> list[Item]:
+    """The items of a stac-geoparquet file (local or s3://), via rustac. The whole file is
+    decoded at once (no streaming): fine for the item files of a region, not for a continent's
+    archive in one file."""
+    import tempfile
+
+    import rustac
+
+    if store.is_s3(url):
+        raw = store.read_user_file(url, CATALOG)
+        with tempfile.NamedTemporaryFile(suffix=".parquet") as f:
+            f.write(raw)
+            f.flush()
+            return read_geoparquet(f.name)
+    path = store.local_path(url)
+    with store.open_user_file(path, CATALOG, "rb"):
+        pass  # the usual one-line errors for a missing file or a folder
+    try:
+        doc = rustac.read_sync(str(path), format="parquet", set_self_link=False)
+    except Exception as e:  # rustac raises its own and arrow errors
+        raise UserInputError(
+            f"{url}: not a stac-geoparquet file ({' '.join(str(e).split())[:200]})"
+        ) from None
+    feats = doc.get("features") if isinstance(doc, dict) else None
+    if not isinstance(feats, list):
+        raise UserInputError(f"{url}: not a stac-geoparquet item collection")
+    return feats
 
 
 def read_items(url: str) -> Iterator[Item]:
     """Items from a local or s3:// file: ndjson (one item a line), an ItemCollection /
-    FeatureCollection, or a single Item."""
+    FeatureCollection, a single Item, or stac-geoparquet (``.parquet``/``.geoparquet``)."""
+    if url.endswith((".parquet", ".geoparquet")):
+        yield from read_geoparquet(url)
+        return
     raw = store.read_user_file(url, CATALOG)
     text = raw.decode()
     if url.endswith((".ndjson", ".jsonl")):
@@ -74,7 +106,9 @@ def solar_day(item: Item) -> date:
     return (item_datetime(item) + timedelta(hours=lon / 15.0)).date()
 
 
-def in_period(items: Iterable[Item], period: Period, max_cloud_cover: float = 100.0) -> Iterator[Item]:
+def in_period(
+    items: Iterable[Item], period: Period, max_cloud_cover: float = 100.0
+) -> Iterator[Item]:
     for it in items:
         cc = it.get("properties", {}).get("eo:cloud_cover")
         if period.contains(item_datetime(it)) and (cc is None or cc <= max_cloud_cover):
@@ -143,7 +177,10 @@ def iter_catalog(url: str, fields: frozenset[str] | None = None) -> Iterator[tup
             for n, line in enumerate(f, 1):
                 if line.strip():
                     try:
-                        yield line.rstrip("\n"), (parse_fields(line, fields) if fields else json.loads(line))
+                        yield (
+                            line.rstrip("\n"),
+                            (parse_fields(line, fields) if fields else json.loads(line)),
+                        )
                     except json.JSONDecodeError as e:
                         raise UserInputError(f"{url}:{n}: not a JSON item ({e.msg})") from None
         return
@@ -215,7 +252,11 @@ class TileMatcher:
 
 
 def match_tiles(
-    records: Iterable[T], grid: TileGrid, tiles: Sequence[TileId], item: Callable[[T], Item], batch: int = BATCH
+    records: Iterable[T],
+    grid: TileGrid,
+    tiles: Sequence[TileId],
+    item: Callable[[T], Item],
+    batch: int = BATCH,
 ) -> Iterator[tuple[T, list[int], float]]:
     """``(record, tile indices, centroid longitude)`` for each record, in order, batch by batch."""
     matcher = TileMatcher(grid, tiles)
@@ -230,7 +271,9 @@ def solar_day_at(item: Item, lon: float) -> date:
     return (item_datetime(item) + timedelta(hours=lon / 15.0)).date()
 
 
-def assign_to_tiles(items: Iterable[Item], grid: TileGrid, tiles: Iterable[TileId]) -> dict[TileId, list[Item]]:
+def assign_to_tiles(
+    items: Iterable[Item], grid: TileGrid, tiles: Iterable[TileId]
+) -> dict[TileId, list[Item]]:
     """Items per tile, by footprint intersection (area > 0) with each tile's footprint."""
     wanted = sorted(set(tiles))
     out: dict[TileId, list[Item]] = {t: [] for t in wanted}
