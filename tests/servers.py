@@ -1,5 +1,5 @@
-"""Test servers as subprocesses on 127.0.0.1: ``moto_server`` (S3) and a static HTTP server with
-Range support and injectable faults. Each binds a free port, is waited for with a bounded
+"""Test servers as subprocesses on 127.0.0.1: ``moto_server`` (S3), a static HTTP server with
+Range support and injectable faults, and an S3 fault proxy in front of ``moto_server``. Each binds a free port, is waited for with a bounded
 wait, and is killed at teardown (never a server inside the test process: GDAL's curl calls
 would deadlock against the GIL-holding test thread).
 
@@ -10,26 +10,43 @@ Run as a script, this module is the HTTP server::
 ``RULES.json`` is re-read on every request, so a test changes faults while the server runs:
 
     {"404": ["a/b.tif"], "truncate": {"a/c.tif": 1000}, "fail_first": {"a/d.tif": 3},
-     "slow": {"a/e.tif": 0.5}, "status": 503}
+     "slow": {"a/e.tif": 0.5}, "status": 503, "reset": {"a/f.tif": 2}}
 
-``fail_first`` answers the first N requests of a path with ``status`` (default 503).
+``fail_first`` answers the first N requests of a path with ``status`` (default 503); ``reset``
+sends the headers and half the body of the first N GETs of a path, then resets the connection
+(TCP RST).
+
+The S3 fault proxy (``python -m tests.servers --s3-proxy UPSTREAM_PORT PORT RULES.json``)
+forwards every request to ``moto_server`` except the ones its rules fail, counted per S3
+operation (``PutObject``, ``UploadPart``, ``CreateMultipartUpload``,
+``CompleteMultipartUpload``)::
+
+    {"UploadPart": {"from": 3, "count": 2, "mode": "reset"}, "PutObject": {"from": 1, "count": -1}}
+
+fails the 3rd and 4th UploadPart by resetting the connection after reading the request, and
+every PutObject (``count`` -1) with ``500 InternalError`` (``mode`` ``status``, the default).
+Each failure is appended to ``RULES.log`` as ``OP N MODE``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,6 +115,43 @@ def moto_s3() -> Iterator[S3Server]:
 
 
 @dataclass(frozen=True)
+class S3Proxy:
+    """An S3 endpoint (``moto_server`` behind a fault proxy) whose faults a test sets."""
+
+    upstream: S3Server
+    endpoint: str
+    rules_file: Path
+
+    def set_rules(self, **rules: object) -> None:
+        tmp = self.rules_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rules))
+        os.replace(tmp, self.rules_file)
+
+    def failures(self) -> list[str]:
+        """``OP N MODE`` of every request the proxy failed so far."""
+        log = self.rules_file.with_suffix(".log")
+        return log.read_text().splitlines() if log.exists() else []
+
+
+@contextlib.contextmanager
+def s3_fault_proxy(upstream: S3Server, rules_file: Path) -> Iterator[S3Proxy]:
+    port = free_port()
+    rules_file.write_text("{}")
+    rules_file.with_suffix(".log").unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "tests.servers", "--s3-proxy", str(upstream.port), str(port),
+           str(rules_file)]  # fmt: skip
+    with _process(cmd, f"http://127.0.0.1:{port}/moto-api/", env={"PYTHONPATH": str(REPO)}):
+        yield S3Proxy(upstream, f"http://127.0.0.1:{port}", rules_file)
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close a connection with a TCP RST (SO_LINGER 0) instead of an orderly FIN."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+
+
+@dataclass(frozen=True)
 class HttpServer:
     base: str
     root: Path
@@ -152,6 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
         if n <= int(rules.get("fail_first", {}).get(rel, 0)):
             self.send_error(int(rules.get("status", 503)))
             return
+        reset = body and self._count_get(rel) <= int(rules.get("reset", {}).get(rel, 0))
         path = (self.root / rel).resolve()
         if (
             rel in rules.get("404", [])
@@ -183,14 +238,130 @@ class _Handler(BaseHTTPRequestHandler):
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
         self.end_headers()
+        if reset:  # half the body, then a TCP reset mid-response
+            self.wfile.write(data[start : start + (end - start + 1) // 2])
+            self.close_connection = True
+            _reset(self.connection)
+            return
         if body:
             self.wfile.write(data[start : end + 1])
 
+    gets: dict[str, int] = {}  # noqa: RUF012
+
+    def _count_get(self, rel: str) -> int:
+        n = self.gets[rel] = self.gets.get(rel, 0) + 1
+        return n
+
+
+# --- the S3 fault proxy -------------------------------------------------------------------------------
+_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "expect",
+    "proxy-connection",
+    "te",
+    "upgrade",
+}
+
+
+class _S3ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, and ``Expect: 100-continue`` as S3 answers it
+    upstream_port: int
+    rules_file: Path
+    counts: dict[str, int] = {}  # noqa: RUF012 (one server per process)
+    lock = threading.Lock()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _operation(self) -> str:
+        path, _, query = self.path.partition("?")
+        q = parse_qs(query, keep_blank_values=True)
+        if self.command == "PUT" and "/" not in path.strip("/"):
+            return "CreateBucket"
+        if self.command == "PUT" and "x-amz-copy-source" not in self.headers:
+            return "UploadPart" if "partNumber" in q else "PutObject"
+        if self.command == "POST":
+            return "CreateMultipartUpload" if "uploads" in q else "CompleteMultipartUpload"
+        return self.command
+
+    def _body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline().strip():  # trailers
+                pass
+            return b"".join(chunks)
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _fault(self, op: str) -> str | None:
+        try:
+            rules = json.loads(self.rules_file.read_text())
+        except (OSError, ValueError):
+            rules = {}
+        with self.lock:
+            n = self.counts[op] = self.counts.get(op, 0) + 1
+            rule = rules.get(op)
+            if not rule:
+                return None
+            first, count = int(rule.get("from", 1)), int(rule.get("count", 1))
+            if n < first or (count >= 0 and n >= first + count):
+                return None
+            mode = str(rule.get("mode", "status"))
+            with self.rules_file.with_suffix(".log").open("a") as f:
+                f.write(f"{op} {n} {mode}\n")
+            return mode
+
+    def _proxy(self) -> None:
+        body = self._body()
+        op = self._operation()
+        mode = self._fault(op)
+        if mode == "reset":
+            self.close_connection = True
+            _reset(self.connection)
+            return
+        if mode is not None:
+            err = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>InternalError</Code>"
+                   b"<Message>injected fault</Message></Error>")  # fmt: skip
+            self.send_response(500)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(err)))
+            self.end_headers()
+            self.wfile.write(err)
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+        headers["Content-Length"] = str(len(body))
+        conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=120)
+        try:
+            conn.request(self.command, self.path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        finally:
+            conn.close()
+        self.send_response(resp.status, resp.reason)
+        for k, v in resp.getheaders():
+            if k.lower() not in _HOP and k.lower() != "content-length":
+                self.send_header(k, v)
+        length = resp.getheader("Content-Length") if self.command == "HEAD" else None
+        self.send_header("Content-Length", length or str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _proxy
+
 
 def main(argv: list[str]) -> None:
+    ThreadingHTTPServer.daemon_threads = True
+    if argv[0] == "--s3-proxy":
+        _S3ProxyHandler.upstream_port, _S3ProxyHandler.rules_file = int(argv[1]), Path(argv[3])
+        ThreadingHTTPServer(("127.0.0.1", int(argv[2])), _S3ProxyHandler).serve_forever()
+        return
     root, port, rules = Path(argv[0]), int(argv[1]), Path(argv[2])
     _Handler.root, _Handler.rules_file = root, rules
-    ThreadingHTTPServer.daemon_threads = True
     ThreadingHTTPServer(("127.0.0.1", port), _Handler).serve_forever()
 
 
