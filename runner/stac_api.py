@@ -8,8 +8,9 @@ handed on as ``(json line, item)`` records, which :func:`runner.plan.stream_plan
 by footprint intersection exactly as it does a catalog file's.
 
 Requests are retried on connection errors, read errors and HTTP 429/500/502/503/504 (urllib3
-``Retry``, honouring ``Retry-After``), ``retries`` times with exponential backoff
-(``backoff`` × 2^(n-1) seconds). ``GMRUN_STAC_RETRIES``, ``GMRUN_STAC_BACKOFF`` (seconds) and
+``Retry``, honouring ``Retry-After``), ``retries`` times with exponential backoff (urllib3 2:
+no wait before the first retry, then ``backoff`` × 2^(n-1) seconds before the n-th: 2, 4, 8, 16 s
+at the default 1 s, at most 120 s). ``GMRUN_STAC_RETRIES``, ``GMRUN_STAC_BACKOFF`` (seconds) and
 ``GMRUN_STAC_TIMEOUT`` (seconds per request) override the defaults.
 """
 
@@ -80,7 +81,7 @@ class StacApi:
     block_tiles: int = 4  #: tiles per block side: one search per block
     max_items: int | None = None  #: per block; a block matching more is an error (a runaway search)
     retries: int = 5  #: retries per request (connection, read, 429/5xx)
-    backoff: float = 1.0  #: seconds; the n-th retry waits backoff × 2^(n-1) (or the Retry-After)
+    backoff: float = 1.0  #: seconds; the n-th retry (n ≥ 2) waits backoff × 2^(n-1), or Retry-After
     timeout: float = 60.0  #: seconds per request (connect and read)
 
     def __post_init__(self) -> None:
