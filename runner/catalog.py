@@ -99,10 +99,41 @@ def item_footprint(item: Item) -> Geometry:
     return Geometry(item["geometry"], crs=CRS("EPSG:4326"))
 
 
+def _shift_east(xy: np.ndarray) -> np.ndarray:
+    return np.column_stack([np.where(xy[:, 0] < 0, xy[:, 0] + 360.0, xy[:, 0]), xy[:, 1]])
+
+
+def split_antimeridian(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(footprints, centroid longitudes)`` of shapely geometries in lon/lat, with antimeridian
+    crossings resolved: a footprint whose longitudes span more than 180° is taken to cross ±180°
+    (a polygon written with a +179° → −179° jump, or one already split at ±180° as the STAC spec
+    advises). Its negative longitudes are shifted by +360°, the shape is cut at 180° and the part
+    beyond is moved back by −360° (a MultiPolygon on both sides); its centroid longitude is the
+    shifted shape's, wrapped to [−180°, 180°). Other footprints are returned as they are."""
+    lon = shapely.get_x(shapely.centroid(geoms))
+    if not len(geoms):
+        return geoms, lon
+    bounds = shapely.bounds(geoms)
+    wide = np.flatnonzero(bounds[:, 2] - bounds[:, 0] > 180.0)
+    if not wide.size:
+        return geoms, lon
+    geoms, lon = geoms.copy(), lon.copy()
+    for i in wide.tolist():
+        g = shapely.transform(geoms[i], _shift_east)
+        lon[i] = (shapely.get_x(shapely.centroid(g)) + 180.0) % 360.0 - 180.0
+        west = shapely.clip_by_rect(g, -180.0, -90.0, 180.0, 90.0)
+        east = shapely.transform(
+            shapely.clip_by_rect(g, 180.0, -90.0, 540.0, 90.0), lambda xy: xy - [360.0, 0.0]
+        )
+        geoms[i] = shapely.union(west, east)
+    return geoms, lon
+
+
 def solar_day(item: Item) -> date:
     """Local solar date of an acquisition: UTC time shifted by the footprint centre's longitude
-    (15° per hour), as odc-stac's ``groupby="solar_day"`` computes it."""
-    lon = item_footprint(item).centroid.coords[0][0]
+    (15° per hour), as odc-stac's ``groupby="solar_day"`` computes it (the centre of a footprint
+    crossing the antimeridian as :func:`split_antimeridian` finds it)."""
+    lon = float(split_antimeridian(np.array([shape(item["geometry"])], dtype=object))[1][0])
     return (item_datetime(item) + timedelta(hours=lon / 15.0)).date()
 
 
@@ -222,8 +253,9 @@ class Matches:
 
 
 class TileMatcher:
-    """Which of ``tiles`` each footprint intersects (area > 0), vectorised: footprints are
-    transformed in one pyproj call per batch, candidates come from an STRtree of the tile boxes
+    """Which of ``tiles`` each footprint intersects (area > 0), vectorised: footprints crossing
+    the antimeridian are split there (:func:`split_antimeridian`), all are transformed in one
+    pyproj call per batch, candidates come from an STRtree of the tile boxes
     and edge/corner-only contacts are dropped."""
 
     def __init__(self, grid: TileGrid, tiles: Sequence[TileId]) -> None:
@@ -238,8 +270,7 @@ class TileMatcher:
 
     def match(self, geometries: Sequence[dict[str, Any]]) -> Matches:
         """Match GeoJSON geometries (EPSG:4326) to the tiles."""
-        geoms = np.array([shape(g) for g in geometries], dtype=object)
-        lon = shapely.get_x(shapely.centroid(geoms))
+        geoms, lon = split_antimeridian(np.array([shape(g) for g in geometries], dtype=object))
         # densify (0.25°) so that edges curving in the grid CRS stay close to the footprint
         proj = shapely.transform(shapely.segmentize(geoms, 0.25), self._project)
         out: list[list[int]] = [[] for _ in range(len(geoms))]

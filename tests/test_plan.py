@@ -22,7 +22,6 @@ AFRICA_TILES = 3456
 AFRICA_FIRST, AFRICA_LAST = "x199y033", "x191y123"
 
 
-
 def _square(lon: float, lat: float, d: float) -> dict:
     ring = [[lon, lat], [lon + d, lat], [lon + d, lat + d], [lon, lat + d], [lon, lat]]
     return {"type": "Polygon", "coordinates": [ring]}
@@ -55,7 +54,10 @@ def test_geojson_kinds_and_crs() -> None:
     assert want
     for doc in (
         {"type": "Feature", "properties": {}, "geometry": poly},
-        {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": poly}]},
+        {
+            "type": "FeatureCollection",
+            "features": [{"type": "Feature", "properties": {}, "geometry": poly}],
+        },
         {"type": "MultiPolygon", "coordinates": [poly["coordinates"]]},
     ):
         assert sorted(GRID.tiles(parse_geojson(doc))) == want
@@ -71,11 +73,21 @@ def test_geojson_kinds_and_crs() -> None:
 @pytest.mark.parametrize(
     ("doc", "needle"),
     [
-        ({"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}, "invalid polygon"),
+        (
+            {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]},
+            "invalid polygon",
+        ),
         ({"type": "FeatureCollection", "features": []}, "empty"),
         ({"type": "Polygon", "coordinates": []}, "empty"),
         ({"type": "Point", "coordinates": [0, 0]}, "Polygon or MultiPolygon"),
-        ({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [0, 1], [0, 0]]], "crs": "EPSG:999999"}, "unknown CRS"),
+        (
+            {
+                "type": "Polygon",
+                "coordinates": [[[0, 0], [1, 0], [0, 1], [0, 0]]],
+                "crs": "EPSG:999999",
+            },
+            "unknown CRS",
+        ),
     ],
 )
 def test_bad_geojson(doc: dict, needle: str) -> None:
@@ -150,7 +162,9 @@ def test_grid_locate_and_show() -> None:
 def _bench():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bench_plan", Path(__file__).parents[1] / "benchmarks/bench_plan.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_plan", Path(__file__).parents[1] / "benchmarks/bench_plan.py"
+    )
     mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     return mod
@@ -180,7 +194,9 @@ def test_streamed_plan_equals_in_memory_plan_and_writes_outputs(tmp_path: Path) 
     assert [tp.to_dict() for tp in dry.tiles] == [tp.to_dict() for tp in ref.tiles]
     # a catalog that is not local ndjson goes through per-tile staging files: same plan
     fc = tmp_path / "items.json"
-    fc.write_text(json.dumps({"type": "FeatureCollection", "features": list(read_items(str(items)))}))
+    fc.write_text(
+        json.dumps({"type": "FeatureCollection", "features": list(read_items(str(items)))})
+    )
     staged = stream_plan(cfg, tiles, str(fc), period, str(tmp_path / "plan2"))
     assert [tp.to_dict() for tp in staged.tiles] == [tp.to_dict() for tp in ref.tiles]
     for t in tiles:
@@ -193,6 +209,33 @@ def test_streamed_plan_equals_in_memory_plan_and_writes_outputs(tmp_path: Path) 
     assert set(f0) >= {"n_items", "n_obs", "cube_bytes", "memory"}
     with Image.open(tmp_path / "plan/tiles.png") as im:
         assert im.format == "PNG" and max(im.size) <= 1002
+
+
+def test_antimeridian_footprints() -> None:
+    """A footprint across ±180° (written with a +179.5° → −179.5° jump, or split at ±180° as the
+    STAC spec advises) matches the tiles on both sides of it, not the globe the other way round."""
+    from runner.catalog import assign_to_tiles, solar_day
+
+    east, west, far = (
+        GRID.locate_lonlat(179.8, 10.0),
+        GRID.locate_lonlat(-179.8, 10.0),
+        GRID.locate_lonlat(0.0, 10.0),
+    )
+    naive = _square(179.5, 9.9, 1.0)
+    naive["coordinates"][0] = [[(x - 360 if x > 180 else x), y] for x, y in naive["coordinates"][0]]
+    split = {"type": "MultiPolygon", "coordinates": [_square(179.5, 9.9, 0.5)["coordinates"],
+                                                      _square(-180.0, 9.9, 0.5)["coordinates"]]}  # fmt: skip
+    inside = _square(10.0, 9.9, 1.0)  # an ordinary footprint near the tile at 0°, as a control
+    near = GRID.locate_lonlat(10.5, 10.4)
+    items = [{"id": name, "geometry": g, "properties": {"datetime": "2023-06-01T23:30:00Z"}}
+             for name, g in (("naive", naive), ("split", split), ("inside", inside))]  # fmt: skip
+    got = assign_to_tiles(items, GRID, [east, west, far, near])
+    assert [it["id"] for it in got[east]] == ["naive", "split"]
+    assert [it["id"] for it in got[west]] == ["naive", "split"]
+    assert got[far] == [] and [it["id"] for it in got[near]] == ["inside"]
+    # both spellings have the same centre (±180°), so the same solar day, ±12 h from the UTC date
+    assert solar_day(items[0]) == solar_day(items[1])
+    assert abs((solar_day(items[0]) - solar_day(items[2])).days) <= 1
 
 
 def test_plan_cli_writes_plan_and_outputs(tmp_path: Path) -> None:
@@ -212,10 +255,19 @@ def test_plan_cli_writes_plan_and_outputs(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "doc",
     [
-        {"id": "a", "geometry": {"type": "Point", "coordinates": [1, 2]}, "properties": {"x": 1}, "assets": {}},
+        {
+            "id": "a",
+            "geometry": {"type": "Point", "coordinates": [1, 2]},
+            "properties": {"x": 1},
+            "assets": {},
+        },
         # nested members of the same names before the top-level ones must not be taken
-        {"assets": {"b": {"properties": {"x": 9}, "id": "nested", "geometry": None}}, "id": "a",
-         "properties": {"x": 1, "s": "\"properties\": {}"}, "geometry": None},
+        {
+            "assets": {"b": {"properties": {"x": 9}, "id": "nested", "geometry": None}},
+            "id": "a",
+            "properties": {"x": 1, "s": '"properties": {}'},
+            "geometry": None,
+        },
         {"id": "é\u2028", "properties": {}},  # missing member, odd characters
     ],
 )
@@ -223,7 +275,11 @@ def test_parse_fields_reads_top_level_members(doc: dict) -> None:
     from runner.catalog import parse_fields
 
     fields = frozenset(("id", "geometry", "properties"))
-    for line in (json.dumps(doc), json.dumps(doc, indent=1).replace("\n", " "), json.dumps(doc, ensure_ascii=False)):
+    for line in (
+        json.dumps(doc),
+        json.dumps(doc, indent=1).replace("\n", " "),
+        json.dumps(doc, ensure_ascii=False),
+    ):
         assert parse_fields(line, fields) == {k: v for k, v in doc.items() if k in fields}
 
 
@@ -239,14 +295,28 @@ def test_parse_fields_errors_like_json() -> None:
 
 
 def test_plan_errors_exit_2_in_one_line(tmp_path: Path) -> None:
-    assert_clean_error(gmrun("plan", "--bbox", "30,-2,200,-1.9", "--year", "2023", "--dry-run"), "out of range")
-    assert_clean_error(gmrun("plan", "--region", "africa", "--period", "someday", "--dry-run"), "invalid period")
+    assert_clean_error(
+        gmrun("plan", "--bbox", "30,-2,200,-1.9", "--year", "2023", "--dry-run"), "out of range"
+    )
+    assert_clean_error(
+        gmrun("plan", "--region", "africa", "--period", "someday", "--dry-run"), "invalid period"
+    )
     bench = _bench()
     items = tmp_path / "items.ndjson"
     bench.generate(items, 20, 1)
     tf = tmp_path / "tiles.txt"
     tf.write_text(str(bench.region_tiles(1)[0]) + "\n")
-    proc = gmrun("plan", "--catalog", str(items), "--tiles-file", str(tf), "--year", "2023", "-o", str(tmp_path / "p"))
+    proc = gmrun(
+        "plan",
+        "--catalog",
+        str(items),
+        "--tiles-file",
+        str(tf),
+        "--year",
+        "2023",
+        "-o",
+        str(tmp_path / "p"),
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((tmp_path / "p/plan.json").read_text())
     doc["schema"] = "gmrun/plan/999"
