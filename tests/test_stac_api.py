@@ -310,7 +310,7 @@ def test_geoparquet_catalog_on_s3(
             store.write_bytes(url, parquet.read_bytes())
             got = _file_plan(synth_catalog.layout.config, synth_catalog, tmp_path / "s3", url)
             with pytest.raises(UserInputError, match="not found"):
-                read_items("s3://gmrun-stac/catalog/missing.parquet")
+                list(read_items("s3://gmrun-stac/catalog/missing.parquet"))
         finally:
             store.s3_client.cache_clear()
     want = _file_plan(synth_catalog.layout.config, synth_catalog, tmp_path / "ndjson")
