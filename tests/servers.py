@@ -25,7 +25,8 @@ operation (``PutObject``, ``UploadPart``, ``CreateMultipartUpload``,
 
 fails the 3rd and 4th UploadPart by resetting the connection after reading the request, and
 every PutObject (``count`` -1) with ``500 InternalError`` (``mode`` ``status``, the default).
-Each failure is appended to ``RULES.log`` as ``OP N MODE``.
+Requests are counted from the first one after the rules last changed. Each failure is appended
+to ``RULES.log`` as ``OP N MODE``.
 """
 
 from __future__ import annotations
@@ -270,6 +271,7 @@ class _S3ProxyHandler(BaseHTTPRequestHandler):
     upstream_port: int
     rules_file: Path
     counts: dict[str, int] = {}  # noqa: RUF012 (one server per process)
+    rules_text = ""
     lock = threading.Lock()
 
     def log_message(self, *args: object) -> None:
@@ -299,10 +301,14 @@ class _S3ProxyHandler(BaseHTTPRequestHandler):
 
     def _fault(self, op: str) -> str | None:
         try:
-            rules = json.loads(self.rules_file.read_text())
+            text = self.rules_file.read_text()
+            rules = json.loads(text)
         except (OSError, ValueError):
-            rules = {}
+            text, rules = "", {}
         with self.lock:
+            if text != _S3ProxyHandler.rules_text:  # new rules: count from the next request
+                _S3ProxyHandler.rules_text = text
+                self.counts.clear()
             n = self.counts[op] = self.counts.get(op, 0) + 1
             rule = rules.get(op)
             if not rule:

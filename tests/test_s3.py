@@ -248,51 +248,42 @@ def _put_run(plan: Plan, location: str, endpoint: str) -> subprocess.CompletedPr
                  "--endpoint-url", endpoint, env=env)  # fmt: skip
 
 
-def test_transient_s3_put_faults_are_retried(
+def test_s3_put_faults_persistent_then_transient(
     reference: Reference, proxy: S3Proxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A persistent UploadPart fault (the 4th and every later one reset) fails the worker with
+    one line, no done marker and no dangling multipart upload; with it lifted and transient
+    faults on every kind of PUT instead, the same command's retries complete the tile,
+    byte-identical to the local run."""
     px = proxy
     _unset_endpoint(monkeypatch)
-    px.set_rules(
-        UploadPart={"from": 2, "count": 2, "mode": "reset"},
-        CompleteMultipartUpload={"from": 3, "count": 1},
-        PutObject={"from": 1, "count": 1, "mode": "reset"},
-        CreateMultipartUpload={"from": 5, "count": 1},
-    )
-    location = f"s3://{BUCKET}/transient"
-    proc = _put_run(reference.plan, location, px.endpoint)
-    assert proc.returncode == 0, proc.stderr
-    fired = {f.split()[0] for f in px.failures()}
-    assert fired == {"UploadPart", "CompleteMultipartUpload", "PutObject", "CreateMultipartUpload"}
-    out = TileOutputs.of(reference.plan.config, TILE, reference.plan.period, location)
-    assert out.is_done()
-    assert _cog_bytes(out) == reference.cogs
-
-
-@pytest.mark.parametrize("op", ["UploadPart", "CompleteMultipartUpload"])
-def test_persistent_s3_put_fault_leaves_no_done_marker_and_rerun_is_identical(
-    reference: Reference, proxy: S3Proxy, monkeypatch: pytest.MonkeyPatch, op: str
-) -> None:
-    px = proxy
-    _unset_endpoint(monkeypatch)
-    px.set_rules(**{op: {"from": 4, "count": -1, "mode": "reset"}})
-    location = f"s3://{BUCKET}/persistent-{op.lower()}"
+    px.set_rules(UploadPart={"from": 4, "count": -1, "mode": "reset"})
+    location = f"s3://{BUCKET}/put-faults"
     out = TileOutputs.of(reference.plan.config, TILE, reference.plan.period, location)
     proc = _put_run(reference.plan, location, px.endpoint)
     assert_clean_error(proc, "cannot write s3://", out.folder, code=1)
     assert len(px.failures()) >= 3, "every attempt (AWS_MAX_ATTEMPTS) of one object failed"
     assert not store.exists(out.item_url), "no done marker after a failed upload"
     assert not out.is_done()
-    written = store.s3_client().list_objects_v2(Bucket=BUCKET, Prefix=store.split_s3(out.folder)[1])
+    client = store.s3_client()
+    written = client.list_objects_v2(Bucket=BUCKET, Prefix=store.split_s3(out.folder)[1])
     assert 0 < written.get("KeyCount", 0) < len(reference.cogs), (
         "some COGs went up before the fault"
     )
-    assert not store.s3_client().list_multipart_uploads(Bucket=BUCKET).get("Uploads"), \
+    assert not client.list_multipart_uploads(Bucket=BUCKET).get("Uploads"), \
         "a failed multipart upload is aborted"  # fmt: skip
-    # the fault is lifted: the same command completes the tile, byte-identical
-    px.set_rules()
+
+    px.set_rules(  # transient: each fails once or twice, then the request goes through
+        UploadPart={"from": 6, "count": 2, "mode": "reset"},
+        CompleteMultipartUpload={"from": 3, "count": 1},
+        PutObject={"from": 1, "count": 1, "mode": "reset"},
+        CreateMultipartUpload={"from": 5, "count": 1},
+    )
+    before = len(px.failures())
     again = _put_run(reference.plan, location, px.endpoint)
     assert again.returncode == 0, again.stderr
+    fired = {f.split()[0] for f in px.failures()[before:]}
+    assert fired == {"UploadPart", "CompleteMultipartUpload", "PutObject", "CreateMultipartUpload"}
     assert out.is_done()
     assert _cog_bytes(out) == reference.cogs
 
