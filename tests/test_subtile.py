@@ -258,3 +258,82 @@ def test_too_small_budget_is_a_one_line_error(synth_catalog: Synth, tmp_path: Pa
     assert_clean_error(bad, "invalid memory '2GB'")
     zero = gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE), "--row-bands", "0")
     assert zero.returncode == 2 and "Traceback" not in zero.stderr
+
+
+def _cut_after_band_one(plan: Plan, item: dict, asset: str, folder: Path) -> str:
+    """Copy ``item``'s ``asset`` COG truncated at the first block row that only the 2nd band's
+    rows need (the 1st band reads fine, the 2nd fails) and point the plan's item at the copy."""
+    from odc.geo import CRS
+
+    geobox = plan.grid.geobox(TILE)
+    href = item["assets"][asset]["href"]
+    with rasterio.open(href) as src:
+        bh = src.block_shapes[0][0]
+        ncols = -(-src.shape[1] // src.block_shapes[0][1])
+
+        def last_row(
+            r0: int, r1: int
+        ) -> float:  # the southernmost source row of tile rows [r0, r1)
+            bottom = geobox[r0:r1, :].extent.to_crs(CRS(str(src.crs))).boundingbox.bottom
+            return (src.transform.f - bottom) / abs(src.transform.e)
+
+        cut_row = int(last_row(0, CHUNK) + 2) // bh + 1  # first block row band 1 never reads
+        assert cut_row * bh < last_row(CHUNK, 2 * CHUNK) < src.shape[0], (
+            "band 2 must need the cut blocks"
+        )
+        offsets = [
+            int(src.get_tag_item(f"BLOCK_OFFSET_{c}_{cut_row}", "TIFF", bidx=1))
+            for c in range(ncols)
+        ]
+        before = [
+            int(src.get_tag_item(f"BLOCK_OFFSET_{c}_{cut_row - 1}", "TIFF", bidx=1))
+            for c in range(ncols)
+        ]
+    assert max(before) < min(offsets), "full-resolution blocks are stored row by row"
+    cut = folder / f"cut_{asset}.tif"
+    cut.write_bytes(Path(href).read_bytes()[: min(offsets)])
+    items_file = Path(plan.folder) / plan.tile(TILE).items_href
+    docs = [json.loads(line) for line in items_file.read_text().splitlines()]
+    for d in docs:
+        if d["id"] == item["id"]:
+            d["assets"][asset]["href"] = str(cut)
+    items_file.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    return str(cut)
+
+
+@pytest.mark.slow
+def test_item_dropped_in_band_two_restarts_from_band_one(
+    synth_catalog: Synth, tmp_path: Path
+) -> None:
+    """A COG whose blocks under the 2nd band are unreadable: with --skip-bad-inputs the load
+    restarts from band 1 without its item, and the tile equals the whole-tile run's."""
+    plan = _plan(synth_catalog, tmp_path)
+    item = plan.items(TILE)[2]
+    cut = _cut_after_band_one(plan, item, "B04", tmp_path)
+    proc = _worker(plan, tmp_path / "bands", "--row-bands", "3", "--skip-bad-inputs")
+    assert proc.stderr is not None
+    events = []
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        rec = json.loads(line) if line.startswith("{") else {}
+        if rec.get("skipped_item"):
+            events.append("skip")
+        elif rec.get("band") and str(rec.get("msg", "")).endswith("loading"):
+            events.append(f"load {rec['band']}")
+    assert proc.wait() == 0, "".join(lines)
+    assert events == ["load 1", "load 2", "skip", "load 1", "load 2", "load 3"], events
+    out = _outputs(plan, tmp_path / "bands")
+    doc = json.loads(Path(out.item_url).read_text())["properties"]
+    assert doc["gmrun:skipped_inputs"] == [item["id"]]
+    assert doc["gmrun:metrics"]["load_restarts"] == 1 and doc["gmrun:metrics"]["row_bands"] == 3
+    # the same inputs at once: the asset fails in the only band; same item dropped, same COGs
+    whole = gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE), "--output", str(tmp_path / "whole"),
+                  "--row-bands", "1", "--skip-bad-inputs")  # fmt: skip
+    assert whole.returncode == 0, whole.stderr
+    assert cut in whole.stderr
+    ref = _outputs(plan, tmp_path / "whole")
+    assert json.loads(Path(ref.item_url).read_text())["properties"]["gmrun:skipped_inputs"] == [
+        item["id"]
+    ]
+    assert _cogs(out) == _cogs(ref)
