@@ -123,11 +123,16 @@ def run_local(
 ) -> list[TileRun]:
     """Run tiles (default: all of the plan), ``workers`` at a time; done tiles are skipped."""
     console = console or Console(stderr=True)
-    wanted = [plan.tile(t).tile for t in tiles] if tiles is not None else [tp.tile for tp in plan.tiles]
+    wanted = (
+        [plan.tile(t).tile for t in tiles] if tiles is not None else [tp.tile for tp in plan.tiles]
+    )
     results: dict[TileId, TileRun] = {}
     todo = []
     for t in wanted:
-        if not options.overwrite and TileOutputs.of(plan.config, t, plan.period, options.location).is_done():
+        if (
+            not options.overwrite
+            and TileOutputs.of(plan.config, t, plan.period, options.location).is_done()
+        ):
             results[t] = TileRun(t, "skipped", message="already done")
         else:
             todo.append(t)

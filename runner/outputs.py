@@ -44,7 +44,9 @@ class TileOutputs:
     location: str  #: output root (folder or s3:// prefix)
 
     @classmethod
-    def of(cls, config: RunConfig, tile: TileId, period: Period, location: str | None = None) -> TileOutputs:
+    def of(
+        cls, config: RunConfig, tile: TileId, period: Period, location: str | None = None
+    ) -> TileOutputs:
         return cls(config, tile, period, location or config.output.location)
 
     @property
@@ -137,7 +139,9 @@ def tile_item(
     assets: dict[str, Any] = {}
     for band, f in files.items():
         is_refl = band in cfg.bands
-        raster: dict[str, Any] = {"data_type": "uint16" if is_refl or band == COUNT_BAND else "float32"}
+        raster: dict[str, Any] = {
+            "data_type": "uint16" if is_refl or band == COUNT_BAND else "float32"
+        }
         if is_refl:
             raster.update(nodata=cfg.input.nodata, scale=cfg.input.scale, offset=cfg.input.offset)
         elif band != COUNT_BAND:

@@ -123,7 +123,9 @@ class Deadline:
                 return
             msg = (f"tile {self.tile} exceeded --max-processing-time {self.seconds:g} s "
                    f"during {self.stage}; stopped, no done marker written")  # fmt: skip
-            self.log.error("%s", msg, extra={"status": "failed", "stage": self.stage, "reason": "deadline"})
+            self.log.error(
+                "%s", msg, extra={"status": "failed", "stage": self.stage, "reason": "deadline"}
+            )
             with contextlib.suppress(Exception):
                 sys.stderr.write(f"error: {msg}\n")
                 sys.stderr.flush()
@@ -219,7 +221,9 @@ def gdal_environment(config: RunConfig) -> dict[str, str]:
     return {k: os.environ[k] for k in env}
 
 
-def lazy_stack(items: list[dict[str, Any]], config: RunConfig, geobox: GeoBox) -> tuple[Any, tuple[str, ...]]:
+def lazy_stack(
+    items: list[dict[str, Any]], config: RunConfig, geobox: GeoBox
+) -> tuple[Any, tuple[str, ...]]:
     """The masked observations as a lazy uint16 Dask array (y, x, band, time), and their dates."""
     import dask.array as da
     import odc.stac
@@ -358,7 +362,11 @@ def load_bands(
         height = max(r1 - r0 for r0, r1 in rows)
         buf = np.empty((height, nx, nb, nt), dtype=np.uint16)
         stats.row_bands, stats.band_rows, stats.cube_bytes = len(rows), height, int(buf.nbytes)
-        stats.tile_cube_bytes, stats.cube_shape, stats.times = ny * nx * nb * nt * 2, (ny, nx, nb, nt), times
+        stats.tile_cube_bytes, stats.cube_shape, stats.times = (
+            ny * nx * nb * nt * 2,
+            (ny, nx, nb, nt),
+            times,
+        )
         if len(rows) > 1:
             log.info("%d row bands of %d rows (chunk %d px): buffer %s uint16 (%.1f MB) of a %.1f MB cube",
                      len(rows), height, chunk, buf.shape, buf.nbytes / 1e6, stats.tile_cube_bytes / 1e6,
@@ -402,7 +410,12 @@ def load_bands(
 
 
 def _store_band(
-    part: Any, view: NDArray[np.uint16], band: RowBand, threads: int, stats: LoadStats, log: Any,
+    part: Any,
+    view: NDArray[np.uint16],
+    band: RowBand,
+    threads: int,
+    stats: LoadStats,
+    log: Any,
     heartbeat: Heartbeat,
 ) -> Exception | None:
     """``da.store`` one band's lazy pixels into its view of the buffer, with the threaded
@@ -487,19 +500,33 @@ def to_dn(gm: NDArray[np.float32], scale: float, offset: float, nodata: int) -> 
 
 # --- write --------------------------------------------------------------------------------------------
 def write_outputs(
-    out: TileOutputs, geobox: GeoBox, result: Any, config: RunConfig, heartbeat: Heartbeat, log: Any = None
+    out: TileOutputs,
+    geobox: GeoBox,
+    result: Any,
+    config: RunConfig,
+    heartbeat: Heartbeat,
+    log: Any = None,
 ) -> dict[str, WrittenFile]:
     """One COG per output band; returns what was written, by band."""
     inp = config.input
     layers: list[tuple[str, NDArray[Any], float | None, str]] = []
     for b, band in enumerate(config.bands):
-        layers.append((band, to_dn(result.gm[:, :, b], inp.scale, inp.offset, inp.nodata), inp.nodata, "average"))
+        layers.append(
+            (
+                band,
+                to_dn(result.gm[:, :, b], inp.scale, inp.offset, inp.nodata),
+                inp.nodata,
+                "average",
+            )
+        )
     for band in MAD_BANDS:
         layers.append((band, getattr(result, band), float("nan"), "average"))
     layers.append((COUNT_BAND, result.count, None, "nearest"))
     files = {}
     for band, data, nodata, resampling in layers:
-        files[band] = write_file(out.band_url(band), cog_bytes(data, geobox, nodata, resampling), COG_TYPE)
+        files[band] = write_file(
+            out.band_url(band), cog_bytes(data, geobox, nodata, resampling), COG_TYPE
+        )
         heartbeat.beat()
         if log is not None:
             log.info("wrote %s", files[band].url, extra={"stage": "write", "band": band})
@@ -507,7 +534,10 @@ def write_outputs(
 
 
 def choose_row_bands(
-    plan_tile: TilePlan, config: RunConfig, row_bands: int | None = None, max_memory: int | None = None
+    plan_tile: TilePlan,
+    config: RunConfig,
+    row_bands: int | None = None,
+    max_memory: int | None = None,
 ) -> RowBandsChoice:
     """How many row bands the worker cuts a tile into: ``row_bands`` if given; else, when the
     plan gave the tile ``row_bands`` > 1 and/or ``max_memory`` (bytes) is given, the number that
@@ -519,7 +549,11 @@ def choose_row_bands(
         if row_bands < 1:
             raise UserInputError(f"--row-bands must be at least 1, got {row_bands}")
         return row_bands
-    budgets = [b for b in (max_memory, plan_tile.resources.memory_bytes if plan_tile.row_bands > 1 else None) if b]
+    budgets = [
+        b
+        for b in (max_memory, plan_tile.resources.memory_bytes if plan_tile.row_bands > 1 else None)
+        if b
+    ]
     if not budgets:
         return plan_tile.row_bands
     budget, overhead = min(budgets), config.kubernetes.memory_overhead_mib
@@ -597,7 +631,9 @@ def run_tile(
     with _timed(timings, "items"):
         items = plan.items(tid)
     if not items:
-        raise EmptyTileError(f"tile {tid} is empty: no STAC items in {plan.period.label}; nothing written")
+        raise EmptyTileError(
+            f"tile {tid} is empty: no STAC items in {plan.period.label}; nothing written"
+        )
     grid = plan.grid
     geobox = grid.geobox(tid)
     ny = geobox.shape.y
@@ -610,7 +646,9 @@ def run_tile(
         if band.index == 0:
             log.info("cube %s uint16 (%.1f MB), %d observations", cube.data.shape, cube.nbytes / 1e6,
                      len(cube.times), extra={"stage": "reduce", "cube_bytes": cube.nbytes})  # fmt: skip
-        deadline.stage = "reduce" if band.count == 1 else f"reduce (band {band.index + 1}/{band.count})"
+        deadline.stage = (
+            "reduce" if band.count == 1 else f"reduce (band {band.index + 1}/{band.count})"
+        )
         t0 = time.perf_counter()
         tile_result.put(reduce_cube(cube, config, log, heartbeat), band, ny)
         dt = time.perf_counter() - t0
@@ -627,13 +665,17 @@ def run_tile(
         stats = load_bands(items, config, geobox, log, on_band, row_bands=bands_choice, heartbeat=heartbeat,
                            skip_bad_inputs=skip_bad_inputs, skipped=skipped)  # fmt: skip
     except EmptyTileError:
-        raise EmptyTileError(f"tile {tid} is empty: its items hold no observations; nothing written") from None
+        raise EmptyTileError(
+            f"tile {tid} is empty: its items hold no observations; nothing written"
+        ) from None
     timings["load"] = round(time.perf_counter() - t0 - tile_result.reduce_seconds, 3)
     timings["reduce"] = round(tile_result.reduce_seconds, 3)
     result, dates = tile_result.result, stats.times
     iters = result.iterations[result.count > 0]
     deadline.stage = "write"
-    log.info("writing %d files to %s", len(output_bands(config)), out.folder, extra={"stage": "write"})
+    log.info(
+        "writing %d files to %s", len(output_bands(config)), out.folder, extra={"stage": "write"}
+    )
     with _timed(timings, "write"):
         files = write_outputs(out, geobox, result, config, heartbeat, log)
     metrics = {
@@ -668,7 +710,9 @@ def run_tile(
         },
     )  # fmt: skip
     deadline.disarm()
-    write_file(out.item_url, json.dumps(item, indent=1).encode(), "application/geo+json")  # the done marker
+    write_file(
+        out.item_url, json.dumps(item, indent=1).encode(), "application/geo+json"
+    )  # the done marker
     log.info("done in %.1f s: %s", sum(timings.values()), out.item_url,
              extra={"status": "done", "metrics": metrics})  # fmt: skip
     return TileReport(tid, "done", out.item_url, metrics)
