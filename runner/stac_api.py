@@ -3,7 +3,8 @@
 A region's tiles are grouped into square blocks of ``block_tiles`` × ``block_tiles`` tiles; each
 block is one search (its planned tiles' bounding box in EPSG:4326, the period, the collection and,
 where the API supports it, an ``eo:cloud_cover`` filter), paged ``page_size`` items at a time.
-Items are deduplicated by id across blocks (a footprint straddling blocks is found by each) and
+Items are deduplicated by id across blocks (a footprint straddling blocks is found by each),
+their relative asset hrefs resolved against their ``self`` link (:func:`absolute_hrefs`), and
 handed on as ``(json line, item)`` records, which :func:`runner.plan.stream_plan` assigns to tiles
 by footprint intersection exactly as it does a catalog file's.
 
@@ -22,6 +23,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urljoin
 
 import shapely
 from pyproj import Transformer
@@ -198,6 +200,33 @@ def cloud_cover_filter(conforms: set[str], max_cloud_cover: float) -> dict[str, 
     return {}
 
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def absolute_hrefs(item: Item) -> Item:
+    """The item (changed in place) as a plan keeps it: asset hrefs that need no base URL. A
+    relative href (no scheme, not starting with ``/``) is resolved against the item's ``self``
+    link, and the ``self`` link is dropped, so that a reader (pystac, odc-stac) does not resolve
+    the hrefs against the API's host again later. An href starting with ``/`` stays a path: an
+    API serving the items of a shared filesystem (as the tests' loopback server does) means a
+    file there, not a path on the API's host. Public APIs' hrefs are absolute URLs: unchanged."""
+    links = item.get("links") or []
+    base = next(
+        (ln.get("href") for ln in links if isinstance(ln, dict) and ln.get("rel") == "self"), None
+    )
+    for asset in (item.get("assets") or {}).values():
+        href = asset.get("href") if isinstance(asset, dict) else None
+        if (
+            isinstance(base, str)
+            and isinstance(href, str)
+            and not _SCHEME.match(href)
+            and not href.startswith("/")
+        ):
+            asset["href"] = urljoin(base, href)
+    item["links"] = [ln for ln in links if not (isinstance(ln, dict) and ln.get("rel") == "self")]
+    return item
+
+
 def _one_line(err: Exception, limit: int = 240) -> str:
     """The error on one line, led by its HTTP status if it has one."""
     text = " ".join(str(err).split())
@@ -220,10 +249,6 @@ class SearchStats:
     requests: dict[str, int] = field(default_factory=dict)
 
     @property
-    def n_requests(self) -> int:
-        return sum(self.requests.values())
-
-    @property
     def searches(self) -> int:
         """Requests to the item-search endpoint (first pages and next pages)."""
         return sum(n for k, n in self.requests.items() if k.endswith("/search"))
@@ -242,8 +267,10 @@ class StacApiSearch:
         self.stats = SearchStats()
 
     def _fail(self, what: str, err: Exception) -> UserInputError:
-        return UserInputError(f"STAC API {self.api.url}: {what} failed after {self.api.retries} "
-                              f"retries: {_one_line(err)}")  # fmt: skip
+        status = getattr(err, "status_code", None)
+        retried = status is None or status in RETRY_STATUSES  # a 400 or 404 is not retried
+        after = f" after {self.api.retries} retries" if retried else ""
+        return UserInputError(f"STAC API {self.api.url}: {what} failed{after}: {_one_line(err)}")
 
     def open(self) -> tuple[Client, CountingStacApiIO]:
         io = CountingStacApiIO(max_retries=self.api.retry(), timeout=self.api.timeout)
@@ -297,6 +324,7 @@ class StacApiSearch:
                             continue
                         seen.add(iid)
                         self.stats.items += 1
+                        absolute_hrefs(it)
                         yield json.dumps(it, separators=(",", ":")), it
                     if task is not None:
                         self.progress.update(task, description=f"STAC search: {self.stats.items} items, "  # type: ignore[union-attr]

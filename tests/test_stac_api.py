@@ -18,8 +18,15 @@ from runner.errors import UserInputError
 from runner.grid import TileGrid, TileId
 from runner.period import Period
 from runner.plan import Plan, stream_plan
-from runner.stac_api import PRESETS, StacApi, StacApiSearch, cloud_cover_filter, make_blocks
-from tests.conftest import Synth, assert_clean_error, gmrun, with_changes
+from runner.stac_api import (
+    PRESETS,
+    StacApi,
+    StacApiSearch,
+    absolute_hrefs,
+    cloud_cover_filter,
+    make_blocks,
+)
+from tests.conftest import ExactRun, Synth, assert_clean_error, gmrun, with_changes
 from tests.stac_server import StacServer, flaky_front, free_port, rustac_binary, serve
 
 PERIOD = Period(*DEMO_PERIOD)
@@ -89,6 +96,17 @@ def test_api_plan_equals_item_file_plan_with_paging_and_blocks(
     # the server saw exactly the search requests the client counted: first pages and next pages
     assert s.searches == s.pages
     assert stac_server.requests("/search") - before == s.searches
+    # the server adds a self link under its own host; the plan's hrefs still name the same files
+    import pystac
+
+    for tp in got.tiles:
+        for g, w in zip(got.items(tp.tile), want.items(tp.tile), strict=True):
+            assert {k: a["href"] for k, a in g["assets"].items()} == {
+                k: a["href"] for k, a in w["assets"].items()
+            }
+            assert not any(ln.get("rel") == "self" for ln in g["links"])
+            resolved = pystac.Item.from_dict(g).assets["B04"].get_absolute_href()
+            assert resolved == w["assets"]["B04"]["href"]
 
 
 def test_one_block_needs_fewer_searches(
@@ -127,6 +145,25 @@ def test_cloud_cover_filter_follows_conformance() -> None:
     assert cloud_cover_filter({"QUERY"}, 30.0) == {"query": {"eo:cloud_cover": {"lte": 30.0}}}
     assert cloud_cover_filter(set(), 30.0) == {}
     assert cloud_cover_filter({"FILTER"}, 100.0) == {}
+
+
+def test_relative_hrefs_are_resolved_against_the_self_link() -> None:
+    item = {
+        "links": [{"rel": "self", "href": "https://api.example/collections/c/items/i"},
+                  {"rel": "collection", "href": "https://api.example/collections/c"}],
+        "assets": {"a": {"href": "./B02.tif"}, "b": {"href": "../../data/B03.tif"},
+                   "c": {"href": "https://cdn.example/B04.tif"}, "d": {"href": "/shared/B05.tif"},
+                   "e": {"href": "s3://bucket/B06.tif"}},
+    }  # fmt: skip
+    got = absolute_hrefs(item)
+    assert {k: a["href"] for k, a in got["assets"].items()} == {
+        "a": "https://api.example/collections/c/items/B02.tif",
+        "b": "https://api.example/collections/data/B03.tif",
+        "c": "https://cdn.example/B04.tif",
+        "d": "/shared/B05.tif",
+        "e": "s3://bucket/B06.tif",
+    }
+    assert got["links"] == [{"rel": "collection", "href": "https://api.example/collections/c"}]
 
 
 def test_blocks_cover_their_tiles() -> None:
@@ -229,6 +266,12 @@ def test_rate_limit_is_retried_honouring_retry_after(synth_catalog: Synth, stac_
         with pytest.raises(UserInputError, match=r"failed after 2 retries.*503"):
             _api_plan(config, synth_catalog, api, tmp_path / "api2")
     assert front.failed == 3  # the first try and two retries
+    # a client error is not retried
+    with flaky_front(stac_server.url, failures=10, status=400, retry_after=None) as front:
+        api = StacApi(front.url, "sentinel-2-l2a", retries=2, backoff=0.01)
+        with pytest.raises(UserInputError, match=r"opening the API failed: HTTP 400"):
+            _api_plan(config, synth_catalog, api, tmp_path / "api3")
+    assert front.failed == 1
 
 
 def test_unknown_collection_and_bad_options(stac_server: StacServer) -> None:
@@ -316,3 +359,33 @@ def test_geoparquet_catalog_on_s3(
     want = _file_plan(synth_catalog.layout.config, synth_catalog, tmp_path / "ndjson")
     assert _plan_ids(got) == _plan_ids(want) and _counts(got) == _counts(want)
     assert got.source == url
+
+
+@pytest.mark.slow
+def test_a_tile_planned_from_the_api_runs_like_the_file_plan(
+    exact_run: ExactRun, stac_server: StacServer, tmp_path: Path
+) -> None:
+    """End to end: the worker computes a tile from the API plan's items (asset hrefs, datetimes,
+    footprints as the server returned them) to the same arrays as from the item-file plan."""
+    import numpy as np
+    import rasterio
+
+    from runner.outputs import TileOutputs, output_bands
+
+    tile = TileId(0, 0)
+    config = exact_run.plan.config
+    api = _api(stac_server, page_size=25)
+    search = StacApiSearch(api, TileGrid.from_config(config.grid), [tile], PERIOD)
+    stream_plan(
+        config, [tile], api.source, PERIOD, str(tmp_path / "plan"), records=search.records()
+    )
+    out = tmp_path / "out"
+    proc = gmrun(
+        "run-tile", "--plan", str(tmp_path / "plan"), "--tile", str(tile), "--output", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    mine = TileOutputs.of(config, tile, PERIOD, str(out))
+    ref = TileOutputs.of(config, tile, exact_run.plan.period, str(exact_run.out))
+    for band in output_bands(config):
+        with rasterio.open(mine.band_url(band)) as a, rasterio.open(ref.band_url(band)) as b:
+            np.testing.assert_array_equal(a.read(), b.read(), err_msg=band)
