@@ -177,14 +177,41 @@ def _asset_in_error(exc: BaseException, hrefs: list[str]) -> str | None:
     return None
 
 
+#: GDAL's network file systems, by URL scheme (as rasterio maps hrefs onto them).
+_VSI_PREFIXES = {"http": "/vsicurl/", "https": "/vsicurl/", "s3": "/vsis3/", "gs": "/vsigs/",
+                 "az": "/vsiaz/"}  # fmt: skip
+
+
+def vsi_path(href: str) -> str | None:
+    """The GDAL ``/vsi…/`` path GDAL caches a remote asset under (None for a local file).
+
+    >>> vsi_path("https://host/a/b.tif"), vsi_path("s3://bucket/k.tif"), vsi_path("/data/x.tif")
+    ('/vsicurl/https://host/a/b.tif', '/vsis3/bucket/k.tif', None)
+    """
+    scheme, sep, rest = href.partition("://")
+    prefix = _VSI_PREFIXES.get(scheme.lower()) if sep else None
+    if prefix is None:
+        return None
+    return prefix + (href if prefix == "/vsicurl/" else rest)
+
+
 def _probe_asset(href: str, retries: int) -> str | None:
-    """Read an asset fully, with retries and backoff; the last error text, or None if readable."""
+    """Read an asset fully, with retries and backoff; the last error text, or None if readable.
+
+    A remote asset is read with ``CPL_VSIL_CURL_NON_CACHED`` naming it: GDAL's ``/vsicurl/``
+    cache (shared by the whole process) would otherwise hand back the failed read — a
+    connection reset mid-response stays "unreadable" for the rest of the process — and closing
+    a non-cached handle drops what the cache held of that file, so the load that follows reads
+    it afresh too.
+    """
     import rasterio
 
     err = None
+    vsi = vsi_path(href)
+    options = {"CPL_VSIL_CURL_NON_CACHED": vsi} if vsi else {}
     for attempt in range(retries + 1):
         try:
-            with rasterio.open(href) as src:
+            with rasterio.Env(**options), rasterio.open(href) as src:
                 src.read(1)
             return None
         except Exception as e:  # any GDAL/IO failure counts as unreadable
@@ -199,7 +226,14 @@ def gdal_environment(config: RunConfig) -> dict[str, str]:
     directory listings on open, HTTP retries and timeout for remote COGs (``input.retries``,
     ``retry_delay`` s, ``http_timeout`` s, ``vsi_cache`` / ``vsi_cache_size_mib``), and, with an
     S3-compatible endpoint (``AWS_ENDPOINT_URL[_S3]``, ``--endpoint-url``), the matching
-    ``/vsis3/`` settings. Existing variables win."""
+    ``/vsis3/`` settings. Existing variables win.
+
+    The settings are also handed to odc-stac (``configure_rio``): its reads run under a
+    ``rasterio.Env`` whose options override environment variables, and which otherwise carries
+    odc-stac's own cloud defaults (10 HTTP retries, 0.5 s delay doubling each time: minutes of
+    retrying a timed-out request whatever ``input.retries`` says)."""
+    import odc.stac
+
     from runner import store
 
     inp = config.input
@@ -218,7 +252,12 @@ def gdal_environment(config: RunConfig) -> dict[str, str]:
         env.update(store.gdal_s3_settings(endpoint))
     for k, v in env.items():
         os.environ.setdefault(k, v)
-    return {k: os.environ[k] for k in env}
+    settings = {k: os.environ[k] for k in env}
+    # GDAL_CACHEMAX is process-wide (read from the environment); rasterio.Env wants it an int
+    odc.stac.configure_rio(
+        cloud_defaults=False, **{k: v for k, v in settings.items() if k != "GDAL_CACHEMAX"}
+    )
+    return settings
 
 
 def lazy_stack(

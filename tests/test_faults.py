@@ -6,7 +6,10 @@
   touched while the work progresses;
 * inputs over HTTP (a local Range server with injected faults): 5xx bursts and slow responses
   are retried and the outputs are identical to the local-file run; a 404 fails the tile naming
-  the asset; a truncated COG is skipped with ``--skip-bad-inputs`` and listed in the item.
+  the asset; a truncated COG is skipped with ``--skip-bad-inputs`` and listed in the item;
+  connection resets mid-response: transient ones are retried (identical outputs), a persistent
+  one fails naming the asset (or is skipped with ``input.skip_bad_inputs``) and the rerun after
+  it is lifted is identical; a response slower than ``input.http_timeout`` fails naming the asset.
 """
 
 from __future__ import annotations
@@ -166,7 +169,10 @@ def test_http_transient_5xx_and_slow_are_retried(
 ) -> None:
     plan = _plan(synth_catalog, tmp_path, retries=3)
     items = _over_http(plan, http)
-    burst = {_rel(http, items[i]["assets"][b]["href"]): 2 for i, b in ((2, "B04"), (5, "SCL"), (9, "B11"))}
+    burst = {
+        _rel(http, items[i]["assets"][b]["href"]): 2
+        for i, b in ((2, "B04"), (5, "SCL"), (9, "B11"))
+    }
     slow = {_rel(http, items[7]["assets"]["B08"]["href"]): 0.3}
     http.set_rules(fail_first=burst, slow=slow, status=503)
     proc = gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE))
@@ -205,7 +211,9 @@ def test_http_404_fails_naming_the_asset_truncated_is_skipped(
     Path(out.item_url).unlink()
     run = gmrun("run", "--plan", plan.url, "--skip-bad-inputs")
     assert run.returncode == 0, run.stderr
-    assert json.loads(Path(out.item_url).read_text())["properties"]["gmrun:skipped_inputs"] == [items[6]["id"]]
+    assert json.loads(Path(out.item_url).read_text())["properties"]["gmrun:skipped_inputs"] == [
+        items[6]["id"]
+    ]
 
 
 # --- ids never reach a path ------------------------------------------------------------------------------
@@ -219,3 +227,95 @@ def test_hostile_tile_ids_are_refused_before_any_path(tmp_path: Path, tile: str)
                  "--output", str(tmp_path / "out"), env={"HOME": str(marker)})  # fmt: skip
     assert_clean_error(proc, "invalid tile id")
     assert not (tmp_path / "out").exists() and not marker.exists()
+
+
+@pytest.mark.slow
+def test_http_transient_connection_resets_are_retried(
+    synth_catalog: Synth, baseline: Baseline, http: HttpServer, tmp_path: Path
+) -> None:
+    """The first GET of three COGs is reset mid-response: retried, identical outputs."""
+    plan = _plan(synth_catalog, tmp_path, retries=2)
+    items = _over_http(plan, http)
+    flaky = {
+        _rel(http, items[i]["assets"][b]["href"]): 1
+        for i, b in ((1, "B03"), (4, "SCL"), (8, "B8A"))
+    }
+    http.set_rules(reset=flaky)
+    proc = gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE))
+    assert proc.returncode == 0, proc.stderr
+    out = TileOutputs.of(plan.config, TILE, plan.period)
+    assert _cogs(out) == _cogs(baseline.out), (
+        "retried resets must give the local-file run's outputs"
+    )
+
+
+@pytest.mark.slow
+def test_http_persistent_connection_reset(
+    synth_catalog: Synth, baseline: Baseline, http: HttpServer, tmp_path: Path
+) -> None:
+    """Every GET of one COG is reset mid-response (headers and half the body, then a TCP RST)."""
+    plan = _plan(synth_catalog, tmp_path, retries=1, skip_bad_inputs=True)
+    items = _over_http(plan, http)
+    out = TileOutputs.of(plan.config, TILE, plan.period)
+    dead = items[5]["assets"]["B04"]["href"]
+    http.set_rules(reset={_rel(http, dead): 10**6})
+    # --no-skip-bad-inputs wins over the config's true: the tile fails naming the asset
+    proc = gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE), "--no-skip-bad-inputs")
+    assert_clean_error(proc, "unreadable", dead)
+    assert not Path(out.item_url).exists()
+    # input.skip_bad_inputs: true (no flag): the item is dropped and listed
+    proc = gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(Path(out.item_url).read_text())["properties"]["gmrun:skipped_inputs"] == [
+        items[5]["id"]
+    ]
+    Path(out.item_url).unlink()
+    # the fault lifted (GMRUN_SKIP_BAD_INPUTS=0 wins over the config too): the rerun completes,
+    # identical to the uninterrupted local-file run
+    http.set_rules()
+    proc = gmrun(
+        "run-tile", "--plan", plan.url, "--tile", str(TILE), env={"GMRUN_SKIP_BAD_INPUTS": "0"}
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(Path(out.item_url).read_text())["properties"]["gmrun:skipped_inputs"] == []
+    assert _cogs(out) == _cogs(baseline.out)
+
+
+@pytest.mark.slow
+def test_http_timeout_fails_naming_the_asset(
+    synth_catalog: Synth, http: HttpServer, tmp_path: Path
+) -> None:
+    """input.http_timeout → GDAL_HTTP_TIMEOUT: a response slower than it is an unreadable asset."""
+    plan = _plan(synth_catalog, tmp_path, retries=1, http_timeout=1, retry_delay=0.1)
+    items = _over_http(plan, http)
+    slow = items[2]["assets"]["B05"]["href"]
+    http.set_rules(slow={_rel(http, slow): 4})
+    t0 = time.monotonic()
+    proc = gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE))
+    assert_clean_error(proc, "unreadable", slow)
+    assert "timed out" in proc.stderr.lower() or "timeout" in proc.stderr.lower(), proc.stderr
+    assert not Path(TileOutputs.of(plan.config, TILE, plan.period).item_url).exists()
+    assert time.monotonic() - t0 < 120
+
+
+def test_gdal_settings_from_config_endpoint_and_env() -> None:
+    """input.* and the S3 endpoint become GDAL settings; a variable already set wins."""
+    code = (
+        "import json; from runner.config import parse_config; from runner.tile import gdal_environment;"
+        "print(json.dumps(gdal_environment(parse_config({'input': {'http_timeout': 7, 'retry_delay': 0.5,"
+        " 'retries': 4, 'vsi_cache': True, 'vsi_cache_size_mib': 8}}))))"
+    )
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("GDAL_", "AWS_", "VSI_", "CPL_"))
+    }
+    env.update(AWS_ENDPOINT_URL="https://minio.local:9000", GDAL_HTTP_TIMEOUT="30")
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["GDAL_HTTP_TIMEOUT"] == "30"  # the environment wins over input.http_timeout
+    assert got["GDAL_HTTP_RETRY_DELAY"] == "0.5" and got["GDAL_HTTP_MAX_RETRY"] == "4"
+    assert got["VSI_CACHE"] == "TRUE" and got["VSI_CACHE_SIZE"] == str(8 * 2**20)
+    assert got["AWS_S3_ENDPOINT"] == "minio.local:9000" and got["AWS_HTTPS"] == "YES"
+    assert got["AWS_VIRTUAL_HOSTING"] == "FALSE"
