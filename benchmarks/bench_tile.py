@@ -544,7 +544,7 @@ def main() -> None:
     if not args.skip_reduce:
         if not case.cube_path.exists():
             print(
-                f"loading the cube once into {case.cube_path} (runner.tile.load_cube) ...",
+                f"loading the cube once into {case.cube_path} (runner.tile.load_cube) ... (load avg {os.getloadavg()[0]:.1f})",
                 flush=True,
             )
             p = run_watched([sys.executable, str(Path(__file__).resolve()), "_load", plan_url, str(tile),
@@ -560,7 +560,7 @@ def main() -> None:
             for i in range(args.reduce_repeats):
                 for impl in ("ours", "odc"):
                     print(
-                        f"reduce {impl}, {nth} thread(s), run {i + 1}/{args.reduce_repeats} ...",
+                        f"reduce {impl}, {nth} thread(s), run {i + 1}/{args.reduce_repeats} ... (load avg {os.getloadavg()[0]:.1f})",
                         flush=True,
                     )
                     res[impl].append(run_reduce(case, impl, nth, alg.eps, alg.maxiters, args.odc_chunk,
