@@ -25,6 +25,7 @@ operation (``PutObject``, ``UploadPart``, ``CreateMultipartUpload``,
 
 fails the 3rd and 4th UploadPart by resetting the connection after reading the request, and
 every PutObject (``count`` -1) with ``500 InternalError`` (``mode`` ``status``, the default).
+``"mode": "hang", "seconds": S`` forwards the request only after S seconds (an upload in flight).
 Requests are counted from the first one after the rules last changed. Each failure is appended
 to ``RULES.log`` as ``OP N MODE``.
 """
@@ -299,7 +300,7 @@ class _S3ProxyHandler(BaseHTTPRequestHandler):
             return b"".join(chunks)
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    def _fault(self, op: str) -> str | None:
+    def _fault(self, op: str) -> tuple[str, dict] | None:
         try:
             text = self.rules_file.read_text()
             rules = json.loads(text)
@@ -319,12 +320,15 @@ class _S3ProxyHandler(BaseHTTPRequestHandler):
             mode = str(rule.get("mode", "status"))
             with self.rules_file.with_suffix(".log").open("a") as f:
                 f.write(f"{op} {n} {mode}\n")
-            return mode
+            return mode, rule
 
     def _proxy(self) -> None:
         body = self._body()
         op = self._operation()
-        mode = self._fault(op)
+        mode, rule = self._fault(op) or (None, {})
+        if mode == "hang":  # a slow upload: forwarded, but only after ``seconds``
+            time.sleep(float(rule.get("seconds", 30)))
+            mode = None
         if mode == "reset":
             self.close_connection = True
             _reset(self.connection)

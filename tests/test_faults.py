@@ -1,6 +1,6 @@
 """A worker that loses nothing under faults (real CLI in subprocesses, real files and servers).
 
-* SIGKILL during the reduction and during the write: no done marker; the rerun's COGs are
+* SIGKILL during the load, the reduction and the write: no done marker; the rerun's COGs are
   byte-identical to an uninterrupted run's;
 * ``--max-processing-time``: exit 1 with the reason, no done marker; the heartbeat file is
   touched while the work progresses;
@@ -95,7 +95,7 @@ def test_heartbeat_is_touched_while_working(baseline: Baseline) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["reduce", "write"])
+@pytest.mark.parametrize("stage", ["load", "reduce", "write"])
 def test_sigkill_leaves_no_done_marker_and_rerun_is_identical(
     synth_catalog: Synth, baseline: Baseline, tmp_path: Path, stage: str
 ) -> None:
@@ -107,7 +107,11 @@ def test_sigkill_leaves_no_done_marker_and_rerun_is_identical(
         if rec.get("stage") != stage:
             continue
         written += "band" in rec
-        if stage == "reduce" or written >= 3:  # in the reduction / after 3 of the 14 COGs
+        if (
+            (stage == "load" and rec.get("progress", 0) >= 30)  # a third of the reads done
+            or stage == "reduce"
+            or written >= 3  # after 3 of the 14 COGs
+        ):
             proc.send_signal(signal.SIGKILL)
             break
     else:

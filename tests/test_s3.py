@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -284,6 +286,51 @@ def test_s3_put_faults_persistent_then_transient(
     assert again.returncode == 0, again.stderr
     fired = {f.split()[0] for f in px.failures()[before:]}
     assert fired == {"UploadPart", "CompleteMultipartUpload", "PutObject", "CreateMultipartUpload"}
+    assert out.is_done()
+    assert _cog_bytes(out) == reference.cogs
+
+
+def test_sigkill_during_multipart_upload_then_rerun(
+    reference: Reference, proxy: S3Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker is SIGKILLed while an UploadPart is in flight (the proxy holds it): no done
+    marker; the killed upload stays incomplete on the server (a bucket lifecycle rule
+    AbortIncompleteMultipartUpload reclaims it, docs/faults.md); the same command again
+    completes the tile, byte-identical to the local run."""
+    import signal
+    import sys
+
+    from tests.conftest import REPO
+
+    px = proxy
+    _unset_endpoint(monkeypatch)
+    location = f"s3://{BUCKET}/killed-upload"
+    out = TileOutputs.of(reference.plan.config, TILE, reference.plan.period, location)
+    px.set_rules(UploadPart={"from": 3, "count": 1, "mode": "hang", "seconds": 60})
+    env = {"GMRUN_S3_MULTIPART_THRESHOLD": str(64 * 1024), "AWS_MAX_ATTEMPTS": "3"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", "run-tile", "--plan", reference.plan.url, "--tile",
+         str(TILE), "--output", location, "--endpoint-url", px.endpoint],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, env={**os.environ, **env},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not px.failures() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert px.failures() == ["UploadPart 3 hang"], "the third part is held by the proxy"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        proc.kill()
+    client = store.s3_client()
+    assert not store.exists(out.item_url) and not out.is_done()
+    prefix = store.split_s3(out.folder)[1]
+    pending = client.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix).get("Uploads", [])
+    assert len(pending) == 1, "the upload the kill interrupted is left incomplete"
+
+    px.set_rules()
+    again = _put_run(reference.plan, location, px.endpoint)
+    assert again.returncode == 0, again.stderr
     assert out.is_done()
     assert _cog_bytes(out) == reference.cogs
 
