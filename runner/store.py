@@ -199,6 +199,16 @@ def write_bytes(url: str, data: bytes, content_type: str = "application/octet-st
     tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
     tmp.write_bytes(data)
     os.replace(tmp, p)
+    _remove_stale_temporaries(p)
+
+
+def _remove_stale_temporaries(p: Path) -> None:
+    """Remove ``.{name}.tmp{PID}`` files of ``p`` left by writers that were killed mid-write
+    (their PID is no longer a process here); a live writer's temporary is left alone."""
+    for stale in p.parent.glob(f".{p.name}.tmp*"):
+        pid = stale.name[len(f".{p.name}.tmp") :]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            stale.unlink(missing_ok=True)
 
 
 def exists(url: str) -> bool:

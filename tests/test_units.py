@@ -176,3 +176,27 @@ def test_chunked_mask_equals_whole_array() -> None:
     assert not whole[scl == 0].any()  # nodata never clear
     # snow is clear unless a cloud's dilation reaches it
     assert whole[scl == 11].any()
+
+
+def test_local_write_removes_temporaries_of_killed_writers(tmp_path) -> None:
+    """A writer killed between writing its temporary and renaming it leaves ``.name.tmpPID``;
+    the next write of that file removes it, but not a live writer's."""
+    import subprocess
+    import sys
+
+    from runner.store import write_bytes
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead_pid = 2**22 + 17  # above Linux's pid_max (4194304): never a process
+        stale = tmp_path / f".b.tif.tmp{dead_pid}"
+        in_flight = tmp_path / f".b.tif.tmp{live.pid}"
+        other = tmp_path / f".c.tif.tmp{dead_pid}"
+        for p in (stale, in_flight, other):
+            p.write_bytes(b"partial")
+        write_bytes(str(tmp_path / "b.tif"), b"whole")
+        assert (tmp_path / "b.tif").read_bytes() == b"whole"
+        assert not stale.exists()
+        assert in_flight.exists() and other.exists()
+    finally:
+        live.kill()
