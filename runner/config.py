@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from runner.errors import UserInputError
+from runner.signing import PC_TOKEN_URL
 
 #: Sentinel-2 L2A surface reflectance bands of the GeoMAD product (DE Africa ``gm_s2_annual``).
 DEFAULT_BANDS: tuple[str, ...] = (
@@ -98,6 +99,19 @@ class InputConfig(_Frozen):
     #: Drop the items of assets still unreadable after retries instead of failing the tile
     #: (``--skip-bad-inputs`` / ``--no-skip-bad-inputs`` / ``GMRUN_SKIP_BAD_INPUTS`` win).
     skip_bad_inputs: bool = False
+    #: Sign input hrefs at read time: ``planetary-computer`` appends Planetary Computer SAS
+    #: tokens to Azure Blob hrefs (:mod:`runner.signing`); ``gmrun plan --catalog
+    #: planetary-computer`` sets it. ``none``: hrefs are read as they are.
+    signing: Literal["none", "planetary-computer"] = "none"
+    #: The SAS token API (``{url}/{account}/{container}``) used by ``signing``.
+    sas_token_url: str = PC_TOKEN_URL
+
+    @field_validator("sas_token_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.match(r"https?://[^/\s]+", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
 
 
 class GridConfig(_Frozen):

@@ -37,16 +37,33 @@ class TextFormatter(logging.Formatter):
         return f"{head} [{tile}] {record.getMessage()}" if tile else f"{head} {record.getMessage()}"
 
 
+def _redact(record: logging.LogRecord) -> bool:
+    """Handler filter: no SAS token signature reaches a log line (``runner.signing``)."""
+    from runner.signing import redact_tokens
+
+    text = record.getMessage()
+    if "sig" in text.lower():
+        record.msg, record.args = redact_tokens(text), None
+    return True
+
+
 def setup(fmt: Literal["json", "text", "auto"] = "auto", level: int = logging.INFO) -> None:
-    """Configure the ``gmrun`` logger on stderr; ``auto`` = text on a terminal, else JSON."""
+    """Configure the ``gmrun`` logger on stderr; ``auto`` = text on a terminal, else JSON.
+
+    Other libraries' warnings and errors (odc-stac's read failures, …) go through the same
+    handler, so a Job's stderr stays JSON lines; every line is scrubbed of SAS token signatures."""
     if fmt == "auto":
         fmt = "text" if sys.stderr.isatty() else "json"
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(_redact)
     log = logging.getLogger(LOGGER)
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
 
 
 def tile_logger(tile: object) -> logging.LoggerAdapter[logging.Logger]:

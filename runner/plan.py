@@ -603,10 +603,10 @@ def plan_command(
 
     from runner.config import load_config
     from runner.region import select_tiles
-    from runner.stac_api import StacApi
+    from runner.stac_api import StacApi, config_for_catalog
 
     t0 = time.monotonic()
-    config = load_config(config_path)
+    config = config_for_catalog(load_config(config_path), catalog)
     if (year is None) == (period is None):
         raise UserInputError("give exactly one of --year or --period")
     per = Period.year(year) if year is not None else Period.parse(period or "")

@@ -22,7 +22,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urljoin
 
 import shapely
@@ -32,6 +32,7 @@ from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 from urllib3.util.retry import Retry
 
+from runner.config import RunConfig
 from runner.errors import UserInputError
 from runner.grid import TileGrid, TileId
 from runner.period import Period
@@ -46,6 +47,8 @@ class Preset:
     url: str
     collection: str
     note: str = ""
+    #: ``input.signing`` its assets need (set in the plan unless the config chose one).
+    signing: Literal["none", "planetary-computer"] = "none"
 
 
 #: ``--catalog NAME`` presets.
@@ -53,8 +56,20 @@ PRESETS: dict[str, Preset] = {
     "earth-search": Preset("https://earth-search.aws.element84.com/v1", "sentinel-2-l2a",
                            "Element 84 Earth Search; assets are public COGs on AWS (us-west-2)"),
     "planetary-computer": Preset("https://planetarycomputer.microsoft.com/api/stac/v1", "sentinel-2-l2a",
-                                 "Microsoft Planetary Computer; asset hrefs need a SAS token at read time"),
+                                 "Microsoft Planetary Computer; the worker signs asset hrefs (SAS tokens)",
+                                 signing="planetary-computer"),
 }  # fmt: skip
+
+
+def config_for_catalog(config: RunConfig, catalog: str | None) -> RunConfig:
+    """The run configuration a plan from ``catalog`` embeds: a preset whose assets need signing
+    turns ``input.signing`` on, unless the configuration already chose a method."""
+    preset = PRESETS.get(catalog or "")
+    if preset is None or preset.signing == "none" or config.input.signing != "none":
+        return config
+    return config.model_copy(
+        update={"input": config.input.model_copy(update={"signing": preset.signing})}
+    )
 
 #: HTTP statuses that are retried (rate limits and transient server errors).
 RETRY_STATUSES = (429, 500, 502, 503, 504)

@@ -34,7 +34,7 @@ from odc.geo.geobox import GeoBox
 
 from runner import __version__
 from runner.config import RunConfig
-from runner.errors import GmrunError, InputAssetError, UserInputError
+from runner.errors import GmrunError, InputAssetError, ProcessingError, UserInputError
 from runner.grid import TileId
 from runner.logs import tile_logger
 from runner.outputs import (
@@ -49,6 +49,7 @@ from runner.outputs import (
 )
 from runner.plan import Plan, TilePlan
 from runner.progress import Heartbeat, StageProgress
+from runner.signing import SasSigner, signer_for
 
 
 class EmptyTileError(GmrunError):
@@ -354,6 +355,7 @@ def load_bands(
     heartbeat: Heartbeat | None = None,
     skip_bad_inputs: bool = False,
     skipped: list[str] | None = None,
+    signer: SasSigner | None = None,
 ) -> LoadStats:
     """Load, mask and sink the tile one row band at a time into ONE preallocated uint16
     (rows, x, band, time) buffer sized for the largest band, calling ``on_band(cube, band)``
@@ -368,6 +370,10 @@ def load_bands(
     load then starts again from the first band with the new item list (the observations, so
     every band's pixels, may have changed): ``on_band`` sees every band again and must simply
     overwrite what it kept of the earlier attempt.
+
+    With ``input.signing`` (or a ``signer`` given) the hrefs are signed at each attempt, and
+    again before a band when a token is due for renewal; a failed asset is probed with a fresh
+    token, so a token that expired or was refused costs one reload, not the tile.
     """
     import warnings
 
@@ -386,12 +392,23 @@ def load_bands(
     threads = config.input.threads or os.cpu_count() or 1
     stats = LoadStats()
     transient: set[str] = set()  # assets that failed once and then read: a second failure is fatal
+    if signer is None:
+        signer = signer_for(config.input.signing, config.input.sas_token_url)
+
+    def readable(its: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The items as they are read: hrefs signed (fresh tokens where near expiry)."""
+        return signer.sign_items(its) if signer is not None else its
+
+    def plain(text: str) -> str:
+        return signer.redact(text) if signer is not None else text
+
     while True:
         if not items:
             raise EmptyTileError("no observations were loaded: every input was skipped")
-        hrefs = _hrefs(items)
         t0, rchar0 = time.perf_counter(), bytes_read_so_far()
-        stack, times = lazy_stack(items, config, geobox)
+        signed = readable(items)
+        hrefs = _hrefs(signed)
+        stack, times = lazy_stack(signed, config, geobox)
         ny, nx, nb, nt = stack.shape
         if nt == 0:
             raise EmptyTileError("no observations were loaded")
@@ -416,6 +433,12 @@ def load_bands(
         for i, (r0, r1) in enumerate(rows):
             band = RowBand(i, len(rows), r0, r1)
             view = buf[: r1 - r0]
+            if signer is not None and i > 0 and signer.expiring():  # re-sign before reading on
+                signed = readable(items)
+                hrefs = _hrefs(signed)
+                stack, _ = lazy_stack(signed, config, geobox)
+                log.info("SAS tokens renewed before band %d/%d", i + 1, len(rows),
+                         extra={"stage": "load", "band": i + 1})  # fmt: skip
             failure = _store_band(stack[r0:r1], view, band, threads, stats, log, heartbeat)
             if failure is not None:
                 break
@@ -423,13 +446,19 @@ def load_bands(
             heartbeat.beat(force=True)
         if failure is None:
             return stats
-        href = _asset_in_error(failure, hrefs)
-        if href is None:
+        read_href = _asset_in_error(failure, hrefs)
+        if read_href is None:
+            if signer is not None:  # no token in a message or traceback
+                raise ProcessingError(plain(f"{type(failure).__name__}: {failure}")) from None
             raise failure
-        message = str(failure)
+        href = signer.plain(read_href) if signer is not None else read_href
+        message = plain(str(failure))
         del buf, view, failure  # the traceback holds the buffer: free it before the next attempt
         stats.restarts += 1
-        reason = _probe_asset(href, config.input.retries)
+        # a remote asset is read afresh; a signed one with a new token (the old may have expired)
+        probe_href = signer.sign(href, fresh=True) if signer is not None else href
+        reason = _probe_asset(probe_href, config.input.retries)
+        reason = plain(reason) if reason is not None else None
         if reason is None and href in transient:
             reason = f"failed twice while loading: {message}"
         if reason is None:

@@ -16,6 +16,12 @@ Run as a script, this module is the HTTP server::
 sends the headers and half the body of the first N GETs of a path, then resets the connection
 (TCP RST).
 
+The same server is a Planetary Computer stand-in: ``GET /api/sas/v1/token/{account}/{container}``
+issues SAS tokens (``sas_ttl`` seconds; the first ``sas_revoked`` ones are refused anyway), and,
+used as GDAL's HTTP proxy (``GDAL_HTTP_PROXY``), it serves
+``http://{account}.blob.core.windows.net/{container}/{rel}`` from ``ROOT/{rel}`` only with a
+valid token of that container in the query (else 403, as Azure).
+
 The S3 fault proxy (``python -m tests.servers --s3-proxy UPSTREAM_PORT PORT RULES.json``)
 forwards every request to ``moto_server`` except the ones its rules fail, counted per S3
 operation (``PutObject``, ``UploadPart``, ``CreateMultipartUpload``,
@@ -33,6 +39,7 @@ to ``RULES.log`` as ``OP N MODE``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -51,6 +58,9 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 REPO = Path(__file__).resolve().parents[1]
+#: The SAS token API path of the HTTP server (as Planetary Computer's), and Azure's blob hosts.
+SAS_API = "/api/sas/v1/token/"
+BLOB_SUFFIX = ".blob.core.windows.net"
 
 
 def free_port() -> int:
@@ -168,11 +178,26 @@ class HttpServer:
         rel = Path(path).resolve().relative_to(self.root.resolve())
         return f"{self.base}/{rel.as_posix()}"
 
+    def blob_url(self, path: Path | str, account: str, container: str) -> str:
+        """``path`` as an (unsigned) Azure blob href, served when GDAL_HTTP_PROXY is this server."""
+        rel = Path(path).resolve().relative_to(self.root.resolve())
+        return f"http://{account}{BLOB_SUFFIX}/{container}/{rel.as_posix()}"
+
+    @property
+    def sas_token_url(self) -> str:
+        return self.base + SAS_API.rstrip("/")
+
+    def tokens_issued(self) -> list[str]:
+        """``account/container N`` of every SAS token issued so far."""
+        log = self.rules_file.with_suffix(".tokens")
+        return log.read_text().splitlines() if log.exists() else []
+
 
 @contextlib.contextmanager
 def http_files(root: Path, rules_file: Path) -> Iterator[HttpServer]:
     port = free_port()
     rules_file.write_text("{}")
+    rules_file.with_suffix(".tokens").unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "tests.servers", str(root), str(port), str(rules_file)]
     with _process(cmd, f"http://127.0.0.1:{port}/", env={"PYTHONPATH": str(REPO)}):
         yield HttpServer(f"http://127.0.0.1:{port}", root, rules_file)
@@ -200,7 +225,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve(body=True)
 
     def _serve(self, body: bool) -> None:
-        rel = self.path.split("?", 1)[0].lstrip("/")
+        if self.path.startswith(SAS_API):
+            self._sas_token()
+            return
+        path = self.path
+        if path.startswith("http://"):  # a proxied request (GDAL_HTTP_PROXY): Azure Blob Storage
+            path = self._blob(path)
+            if path is None:
+                return
+        rel = path.split("?", 1)[0].lstrip("/")
         rules = self._rules()
         n = self.counts[rel] = self.counts.get(rel, 0) + 1
         if delay := rules.get("slow", {}).get(rel):
@@ -253,6 +286,53 @@ class _Handler(BaseHTTPRequestHandler):
     def _count_get(self, rel: str) -> int:
         n = self.gets[rel] = self.gets.get(rel, 0) + 1
         return n
+
+    # --- a Planetary Computer SAS token API, and Azure Blob Storage that checks the tokens -------
+    tokens: dict[str, tuple[str, float, bool]] = {}  # noqa: RUF012  sig → (account/container, expiry, revoked)
+    lock = threading.Lock()
+
+    def _sas_token(self) -> None:
+        """``GET /api/sas/v1/token/{account}/{container}``: a token valid ``sas_ttl`` s (default
+        3600); the first ``sas_revoked`` tokens (default 0) are refused by the storage anyway.
+        Each issue is logged to ``RULES.tokens`` as ``account/container N``."""
+        where = self.path[len(SAS_API) :].split("?", 1)[0].strip("/")
+        rules = self._rules()
+        expiry = time.time() + float(rules.get("sas_ttl", 3600))
+        with self.lock:
+            n = len(self.tokens) + 1
+            sig = hashlib.sha256(f"{where}/{n}/{expiry}".encode()).hexdigest()[:32]
+            self.tokens[sig] = (where, expiry, n <= int(rules.get("sas_revoked", 0)))
+        with self.rules_file.with_suffix(".tokens").open("a") as f:
+            f.write(f"{where} {n}\n")
+        iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expiry))
+        doc = json.dumps({"msft:expiry": iso, "token": f"se={int(expiry)}&sp=rl&sr=c&sig={sig}"})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(doc)))
+        self.end_headers()
+        self.wfile.write(doc.encode())
+
+    def _blob(self, url: str) -> str | None:
+        """``http://{account}.blob.core.windows.net/{container}/{rel}?{token}`` → ``/{rel}`` of
+        the served root, if the token is one this server issued for that container, unexpired
+        and not revoked; else answer 403 as Azure does (and None)."""
+        from urllib.parse import urlsplit
+
+        u = urlsplit(url)
+        host = u.hostname or ""
+        container, _, rel = u.path.lstrip("/").partition("/")
+        sig = parse_qs(u.query).get("sig", [""])[0]
+        with self.lock:
+            where, expiry, revoked = self.tokens.get(sig, ("", 0.0, True))
+        if (
+            not host.endswith(BLOB_SUFFIX)
+            or where != f"{host[: -len(BLOB_SUFFIX)]}/{container}"
+            or revoked
+            or time.time() > expiry
+        ):
+            self.send_error(403, "AuthenticationFailed")
+            return None
+        return "/" + rel
 
 
 # --- the S3 fault proxy -------------------------------------------------------------------------------
