@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dask.array as da
 import numpy as np
+from numba import njit
 from numpy.typing import NDArray
-from scipy import ndimage
 
 from runner.config import MaskConfig
 
@@ -23,18 +23,67 @@ def disk(radius: int) -> NDArray[np.bool_]:
     return (r[:, None] ** 2 + r[None, :] ** 2) <= radius * radius
 
 
+@njit(cache=True, nogil=True)
+def _disk_morphology(m: NDArray[np.bool_], radius: int, dilate: bool) -> NDArray[np.bool_]:
+    """Binary dilation (``dilate``) or erosion of a 2-D mask by :func:`disk` ``(radius)``,
+    pixels outside the array being False: exactly ``scipy.ndimage.binary_dilation`` /
+    ``binary_erosion`` with that structure and their default ``border_value=0``.
+
+    The disc is the union of its rows: row ``dy`` spans ``|dx| <= w(dy) = isqrt(r² - dy²)``. With
+    per-row prefix counts of True pixels, a row segment's count is two lookups, so a pixel costs
+    at most ``2r + 1`` lookups (stopping at the first row that decides it) instead of the disc's
+    ``≈ πr²`` neighbours (81 at r = 5). ``nogil``: Dask's threads run it side by side.
+    """
+    ny, nx = m.shape
+    widths = np.empty(2 * radius + 1, np.int64)
+    for k in range(2 * radius + 1):
+        dy = k - radius
+        w = 0
+        while (w + 1) * (w + 1) <= radius * radius - dy * dy:
+            w += 1
+        widths[k] = w
+    prefix = np.zeros((ny, nx + 1), np.int32)
+    for y in range(ny):
+        for x in range(nx):
+            prefix[y, x + 1] = prefix[y, x] + (1 if m[y, x] else 0)
+    out = np.empty((ny, nx), np.bool_)
+    for y in range(ny):
+        for x in range(nx):
+            hit = not dilate  # erosion: True until a row segment is not all True
+            for k in range(2 * radius + 1):
+                yy = y + k - radius
+                w = widths[k]
+                a, b = x - w, x + w + 1
+                if yy < 0 or yy >= ny:
+                    if not dilate:  # outside rows are False: the segment is not all True
+                        hit = False
+                        break
+                    continue
+                lo, hi = max(a, 0), min(b, nx)
+                count = prefix[yy, hi] - prefix[yy, lo]
+                if dilate and count > 0:
+                    hit = True
+                    break
+                if not dilate and count < b - a:  # a False pixel, or the segment leaves the array
+                    hit = False
+                    break
+            out[y, x] = hit
+    return out
+
+
 def cleanup(mask: NDArray[np.bool_], opening: int, dilation: int) -> NDArray[np.bool_]:
-    """Opening then dilation of a boolean mask over its last two axes (y, x); pixels outside
-    the array count as clear."""
+    """Opening then dilation of a boolean mask over its last two axes (y, x), with discs of
+    radius ``opening`` and ``dilation``; pixels outside the array count as clear (the result is
+    ``scipy.ndimage``'s ``binary_opening`` then ``binary_dilation`` with :func:`disk`, exactly)."""
     out = np.empty_like(mask)
-    lead = mask.reshape(-1, *mask.shape[-2:])
+    lead = np.ascontiguousarray(mask).reshape(-1, *mask.shape[-2:])
     flat = out.reshape(-1, *mask.shape[-2:])
     for i in range(lead.shape[0]):
         m = lead[i]
         if opening > 0:
-            m = ndimage.binary_opening(m, structure=disk(opening))
+            m = _disk_morphology(_disk_morphology(m, opening, False), opening, True)
         if dilation > 0:
-            m = ndimage.binary_dilation(m, structure=disk(dilation))
+            m = _disk_morphology(m, dilation, True)
         flat[i] = m
     return out
 

@@ -277,7 +277,7 @@ def lazy_stack(
         [pystac.Item.from_dict(it) for it in items],
         bands=[*config.bands, mask.band],
         geobox=geobox,
-        chunks={"x": chunk, "y": chunk},
+        chunks={"x": chunk, "y": chunk, "time": inp.time_chunk},
         groupby=inp.groupby,
         resampling={"*": inp.resampling, mask.band: "nearest"},
         fail_on_error=True,
@@ -427,6 +427,8 @@ def load_bands(
             log.info("%d row bands of %d rows (chunk %d px): buffer %s uint16 (%.1f MB) of a %.1f MB cube",
                      len(rows), height, chunk, buf.shape, buf.nbytes / 1e6, stats.tile_cube_bytes / 1e6,
                      extra={"stage": "load", "row_bands": len(rows), "cube_bytes": int(buf.nbytes)})  # fmt: skip
+            if height < chunk and not stats.restarts:
+                _warn_unaligned_bands(log, height, chunk, (ny, nx, nb, nt), config)
         stats.seconds += time.perf_counter() - t0
         stats.bytes_read += bytes_read_so_far() - rchar0
         failure: Exception | None = None
@@ -475,6 +477,23 @@ def load_bands(
         log.warning("skipping item %s: asset unreadable after %d retries: %s (%s); loading again without it",
                     bad.get("id"), config.input.retries, href, reason,
                     extra={"asset": href, "skipped_item": bad.get("id")})  # fmt: skip
+
+
+def _warn_unaligned_bands(
+    log: Any, height: int, chunk: int, shape: tuple[int, int, int, int], config: RunConfig
+) -> None:
+    """Row bands thinner than a Dask chunk re-read sources: each chunk row is computed whole by
+    every band that cuts it (the chunk grid stays the whole tile's, so that the outputs equal a
+    whole-tile run's: the reprojection of a pixel depends on its chunk's window)."""
+    from runner.plan import band_memory
+
+    ny, nx, nb, nt = shape
+    per_chunk = -(-chunk // height) + (1 if chunk % height else 0)
+    aligned = band_memory(min(chunk, ny), ny, nx, nb, nt, config.kubernetes.memory_overhead_mib)
+    log.warning("row bands of %d rows are thinner than the %d px Dask chunk: each chunk row is read by up to %d "
+                "bands (the load takes up to %dx as long); a memory budget of %d MiB gives chunk-aligned bands",
+                height, chunk, per_chunk, per_chunk, -(-aligned // 2**20),
+                extra={"stage": "load", "band_rows": height, "chunk": chunk})  # fmt: skip
 
 
 def _store_band(
