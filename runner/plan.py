@@ -72,12 +72,13 @@ def estimate_memory(ny: int, nx: int, n_bands: int, n_obs: int, overhead_mib: in
 def band_height(ny: int, n: int, chunk: int | None = None) -> int:
     """Rows of each row band (the last may be shorter) when a tile of ``ny`` rows is cut into
     at most ``n`` bands: ``ceil(ny / n)`` rounded up to a multiple of the Dask ``chunk`` (so that
-    every chunk, and so every source block, is read by one band only); bands thinner than a
-    chunk cannot be aligned and are exactly ``ceil(ny / n)`` rows."""
+    every chunk, and so every source block, is read by one band only) while ``n`` is at most the
+    tile's rows of chunks (down to one chunk a band); more bands than that are thinner than a
+    chunk, cannot be aligned, and are exactly ``ceil(ny / n)`` rows."""
     if n < 1 or ny < 1:
         raise ValueError(f"need n >= 1 and ny >= 1, got n={n}, ny={ny}")
     h = -(-ny // min(n, ny))
-    if chunk and h > chunk:
+    if chunk and n <= -(-ny // chunk):
         h = min(ny, -(-h // chunk) * chunk)
     return h
 

@@ -72,6 +72,9 @@ def test_band_rows_cover_the_tile_in_chunk_multiples() -> None:
         (180, 270),
         (270, 360),
     ]  # thinner than a chunk
+    # as many bands as chunk rows: one chunk a band, not 960-row bands that cut every chunk
+    assert band_height(9600, 10, 1024) == 1024 and len(band_rows(9600, 10, 1024)) == 10
+    assert band_height(9600, 11, 1024) == 873  # thinner than a chunk: unaligned
 
 
 def test_row_bands_for_is_the_least_that_fits() -> None:
@@ -92,6 +95,10 @@ def test_row_bands_for_is_the_least_that_fits() -> None:
         for g in (8, 16, 32, 64, 128, 256, 512)
     ]
     assert counts == sorted(counts, reverse=True) and counts[-1] == 1 and counts[0] > counts[3]
+    # 75 observations in a 32 GiB pod: chunk-aligned bands of one chunk (1024 rows), the
+    # thinnest aligned bands, rather than the 960-row bands that fit too
+    n = row_bands_for(32 * _GIB, ny, nx, nb, 75, over, chunk)
+    assert (n, band_height(ny, n, chunk)) == (10, 1024)
 
 
 def test_row_bands_for_refuses_a_budget_below_results_and_overhead() -> None:
