@@ -31,7 +31,7 @@ test: install k8s-binaries lint
 bench: install
 	$(BIN)/python benchmarks/bench_algos.py
 
-bench-tile: install  # long (~20 min, 5 GB of RAM): see docs/performance.md
+bench-tile: install  # long (~25 min the first time, ~11 GB of RAM at its peak: odc-algo's reduce): see docs/performance.md
 	$(UV) pip install --quiet --python $(BIN)/python -e '.[test,bench]'
 	$(BIN)/python benchmarks/bench_tile.py
 

@@ -33,7 +33,7 @@ What it measures, side by side in one run (medians where ``--repeats`` > 1):
    RSS, the speed ratio (target: ours >= 4x) and the differences between the two results.
 4. **extrapolation**: the measured whole-tile throughput per core to a 9600 x 9600 tile with 75
    observations on a 32-core node (assuming linear scaling with cores; the kernels scale
-   1.83-1.91x from 1 to 2 threads, see docs/algos.md), times the planner's Africa tiles, next
+   1.88-2.02x from 1 to 2 threads, see docs/algos.md), times the planner's Africa tiles, next
    to the odc-stats anchor (~12 min per 96 km tile, ~75 observations, 32-core node); and the
    memory a full tile needs whole and in row bands.
 
