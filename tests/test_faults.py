@@ -167,17 +167,19 @@ def _rel(srv: HttpServer, url: str) -> str:
     return url[len(srv.base) + 1 :]
 
 
+def _per_asset(srv: HttpServer, items: list[dict], picks: tuple[tuple[int, str], ...], value: float) -> dict:
+    """A fault rule ``{path: value}`` for the assets ``(item index, band)`` picked."""
+    return {_rel(srv, items[i]["assets"][b]["href"]): value for i, b in picks}
+
+
 @pytest.mark.slow
 def test_http_transient_5xx_and_slow_are_retried(
     synth_catalog: Synth, baseline: Baseline, http: HttpServer, tmp_path: Path
 ) -> None:
     plan = _plan(synth_catalog, tmp_path, retries=3)
     items = _over_http(plan, http)
-    burst = {
-        _rel(http, items[i]["assets"][b]["href"]): 2
-        for i, b in ((2, "B04"), (5, "SCL"), (9, "B11"))
-    }
-    slow = {_rel(http, items[7]["assets"]["B08"]["href"]): 0.3}
+    burst = _per_asset(http, items, ((2, "B04"), (5, "SCL"), (9, "B11")), 2)
+    slow = _per_asset(http, items, ((7, "B08"),), 0.3)
     http.set_rules(fail_first=burst, slow=slow, status=503)
     proc = gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE))
     assert proc.returncode == 0, proc.stderr
@@ -240,10 +242,7 @@ def test_http_transient_connection_resets_are_retried(
     """The first GET of three COGs is reset mid-response: retried, identical outputs."""
     plan = _plan(synth_catalog, tmp_path, retries=2)
     items = _over_http(plan, http)
-    flaky = {
-        _rel(http, items[i]["assets"][b]["href"]): 1
-        for i, b in ((1, "B03"), (4, "SCL"), (8, "B8A"))
-    }
+    flaky = _per_asset(http, items, ((1, "B03"), (4, "SCL"), (8, "B8A")), 1)
     http.set_rules(reset=flaky)
     proc = gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE))
     assert proc.returncode == 0, proc.stderr
