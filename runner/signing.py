@@ -81,7 +81,33 @@ class SasToken:
         return self.expiry - min(margin, (self.expiry - self.issued) / 2)
 
 
-class SasSigner:
+class HrefSigner:
+    """How the worker turns a plan's hrefs into the ones it reads: as they are
+    (``input.signing: none``). :meth:`redact` still scrubs signatures from text, e.g. of hrefs
+    that a catalog carried signed."""
+
+    def sign(self, href: str, fresh: bool = False) -> str:
+        """The href to read (``fresh``: with a newly fetched token, where tokens are used)."""
+        return href
+
+    def sign_items(self, items: list[Item]) -> list[Item]:
+        """The items with the hrefs to read."""
+        return items
+
+    def expiring(self) -> bool:
+        """Whether hrefs signed earlier should be signed again before reading on."""
+        return False
+
+    def plain(self, href: str) -> str:
+        """The plan's href of an href to read."""
+        return href
+
+    def redact(self, text: str) -> str:
+        """``text`` fit for a log line or an error message."""
+        return redact_tokens(text)
+
+
+class SasSigner(HrefSigner):
     """Signs Azure Blob hrefs with Planetary Computer SAS tokens (thread-safe, cached)."""
 
     def __init__(
@@ -96,7 +122,6 @@ class SasSigner:
         self.token_url = token_url.rstrip("/")
         self.retries, self.timeout, self.refresh_margin = retries, timeout, refresh_margin
         self.clock = clock
-        self.requests = 0  #: token requests made (for metrics and tests)
         self._tokens: dict[tuple[str, str], SasToken] = {}
         self._lock = threading.Lock()
         self._signed: dict[str, str] = {}  #: signed href → plain href (for redaction)
@@ -112,7 +137,6 @@ class SasSigner:
             headers["Ocp-Apim-Subscription-Key"] = key
         retry = Retry(total=self.retries, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504),
                       respect_retry_after_header=True, raise_on_status=False)  # fmt: skip
-        self.requests += 1
         try:
             resp = urllib3.request("GET", url, headers=headers, retries=retry, timeout=self.timeout)
         except urllib3.exceptions.HTTPError as e:
@@ -198,10 +222,10 @@ def redact_tokens(text: str) -> str:
     return _SIG.sub(r"\1<redacted>", text)
 
 
-def signer_for(method: str, token_url: str) -> SasSigner | None:
-    """The signer of ``input.signing`` (``none`` → None)."""
+def signer_for(method: str, token_url: str) -> HrefSigner:
+    """The signer of ``input.signing`` (``none``: the plain :class:`HrefSigner`)."""
     if method == "none":
-        return None
+        return HrefSigner()
     if method == "planetary-computer":
         return SasSigner(token_url)
     raise ValueError(f"unknown signing method {method!r}")  # the config validates it first

@@ -49,7 +49,7 @@ from runner.outputs import (
 )
 from runner.plan import Plan, TilePlan
 from runner.progress import Heartbeat, StageProgress
-from runner.signing import SasSigner, signer_for
+from runner.signing import HrefSigner, signer_for
 
 
 class EmptyTileError(GmrunError):
@@ -355,7 +355,7 @@ def load_bands(
     heartbeat: Heartbeat | None = None,
     skip_bad_inputs: bool = False,
     skipped: list[str] | None = None,
-    signer: SasSigner | None = None,
+    signer: HrefSigner | None = None,
 ) -> LoadStats:
     """Load, mask and sink the tile one row band at a time into ONE preallocated uint16
     (rows, x, band, time) buffer sized for the largest band, calling ``on_band(cube, band)``
@@ -392,21 +392,12 @@ def load_bands(
     threads = config.input.threads or os.cpu_count() or 1
     stats = LoadStats()
     transient: set[str] = set()  # assets that failed once and then read: a second failure is fatal
-    if signer is None:
-        signer = signer_for(config.input.signing, config.input.sas_token_url)
-
-    def readable(its: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The items as they are read: hrefs signed (fresh tokens where near expiry)."""
-        return signer.sign_items(its) if signer is not None else its
-
-    def plain(text: str) -> str:
-        return signer.redact(text) if signer is not None else text
-
+    signer = signer or signer_for(config.input.signing, config.input.sas_token_url)
     while True:
         if not items:
             raise EmptyTileError("no observations were loaded: every input was skipped")
         t0, rchar0 = time.perf_counter(), bytes_read_so_far()
-        signed = readable(items)
+        signed = signer.sign_items(items)  # the items as they are read
         hrefs = _hrefs(signed)
         stack, times = lazy_stack(signed, config, geobox)
         ny, nx, nb, nt = stack.shape
@@ -435,8 +426,8 @@ def load_bands(
         for i, (r0, r1) in enumerate(rows):
             band = RowBand(i, len(rows), r0, r1)
             view = buf[: r1 - r0]
-            if signer is not None and i > 0 and signer.expiring():  # re-sign before reading on
-                signed = readable(items)
+            if i > 0 and signer.expiring():  # a token is due: sign again before reading on
+                signed = signer.sign_items(items)
                 hrefs = _hrefs(signed)
                 stack, _ = lazy_stack(signed, config, geobox)
                 log.info("SAS tokens renewed before band %d/%d", i + 1, len(rows),
@@ -450,17 +441,17 @@ def load_bands(
             return stats
         read_href = _asset_in_error(failure, hrefs)
         if read_href is None:
-            if signer is not None:  # no token in a message or traceback
-                raise ProcessingError(plain(f"{type(failure).__name__}: {failure}")) from None
+            text = f"{type(failure).__name__}: {failure}"
+            if signer.redact(text) != text:  # no token in a message or a traceback
+                raise ProcessingError(signer.redact(text)) from None
             raise failure
-        href = signer.plain(read_href) if signer is not None else read_href
-        message = plain(str(failure))
+        href = signer.plain(read_href)
+        message = signer.redact(str(failure))
         del buf, view, failure  # the traceback holds the buffer: free it before the next attempt
         stats.restarts += 1
-        # a remote asset is read afresh; a signed one with a new token (the old may have expired)
-        probe_href = signer.sign(href, fresh=True) if signer is not None else href
-        reason = _probe_asset(probe_href, config.input.retries)
-        reason = plain(reason) if reason is not None else None
+        # read afresh; a signed asset with a new token (the old one may have expired)
+        reason = _probe_asset(signer.sign(href, fresh=True), config.input.retries)
+        reason = signer.redact(reason) if reason is not None else None
         if reason is None and href in transient:
             reason = f"failed twice while loading: {message}"
         if reason is None:
