@@ -93,7 +93,8 @@ def test_demo_command(tmp_path: Path) -> None:
 
     with Image.open(png) as im:
         assert im.size == (192, 192)
-        assert len(set(im.convert("L").getdata())) > 20, "the mosaic should not be flat"
+        grey = im.convert("L").histogram()  # 256 counts
+        assert sum(n > 0 for n in grey) > 20, "the mosaic should not be flat"
     # a second run skips the done tiles
     again = gmrun("demo", str(tmp_path / "demo"), "--tile-px", "96", "--dates", "6")
     assert again.returncode == 0 and again.stderr.count("skipped") >= 4, again.stderr
