@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from runner.errors import UserInputError
-from runner.signing import PC_TOKEN_URL
+from runner.signing import PC_TOKEN_URL, SigningMethod
 
 #: Sentinel-2 L2A surface reflectance bands of the GeoMAD product (DE Africa ``gm_s2_annual``).
 DEFAULT_BANDS: tuple[str, ...] = (
@@ -106,7 +106,7 @@ class InputConfig(_Frozen):
     #: Sign input hrefs at read time: ``planetary-computer`` appends Planetary Computer SAS
     #: tokens to Azure Blob hrefs (:mod:`runner.signing`); ``gmrun plan --catalog
     #: planetary-computer`` sets it. ``none``: hrefs are read as they are.
-    signing: Literal["none", "planetary-computer"] = "none"
+    signing: SigningMethod = "none"
     #: The SAS token API (``{url}/{account}/{container}``) used by ``signing``.
     sas_token_url: str = PC_TOKEN_URL
 

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from runner.errors import InputAssetError
@@ -46,6 +46,8 @@ _BLOB_SUFFIX = ".blob.core.windows.net"
 _SIG = re.compile(r"(?i)\b(sig(?:=|%3D))[^&\s'\":]+")
 
 Item = dict[str, Any]
+#: ``input.signing``: how hrefs are made readable (``none``: as they are).
+SigningMethod = Literal["none", "planetary-computer"]
 
 
 def _utc(text: str) -> float:
@@ -222,7 +224,7 @@ def redact_tokens(text: str) -> str:
     return _SIG.sub(r"\1<redacted>", text)
 
 
-def signer_for(method: str, token_url: str) -> HrefSigner:
+def signer_for(method: SigningMethod, token_url: str) -> HrefSigner:
     """The signer of ``input.signing`` (``none``: the plain :class:`HrefSigner`)."""
     if method == "none":
         return HrefSigner()

@@ -22,7 +22,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urljoin
 
 import shapely
@@ -36,6 +36,7 @@ from runner.config import RunConfig
 from runner.errors import UserInputError
 from runner.grid import TileGrid, TileId
 from runner.period import Period
+from runner.signing import SigningMethod
 
 Item = dict[str, Any]
 
@@ -48,7 +49,7 @@ class Preset:
     collection: str
     note: str = ""
     #: ``input.signing`` its assets need (set in the plan unless the config chose one).
-    signing: Literal["none", "planetary-computer"] = "none"
+    signing: SigningMethod = "none"
 
 
 #: ``--catalog NAME`` presets.
