@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -15,6 +18,7 @@ from runner.catalog import read_items
 from runner.config import RunConfig, parse_config
 from runner.demo import DEMO_PERIOD, DemoLayout, demo_layout
 from runner.grid import TileGrid
+from runner.outputs import TileOutputs
 from runner.period import Period
 from runner.plan import Plan, build_plan
 from runner.synth import SynthResult, synthesize
@@ -48,6 +52,20 @@ def make_plan(synth: Synth, folder: Path, config: RunConfig, tiles: list | None 
     wanted = tiles if tiles is not None else [t for t in grid.tiles(region) if t in synth.layout.tiles]
     p, items = build_plan(config, wanted, read_items(str(synth.result.catalog)), Period(*DEMO_PERIOD))
     return p.save(str(folder), items)
+
+
+@contextlib.contextmanager
+def tile_items(plan: Plan, tile: object) -> Iterator[list[dict]]:
+    """The tile's items in a saved plan, to edit in place (hrefs, …): written back on exit."""
+    path = Path(plan.folder) / plan.tile(tile).items_href
+    items = [json.loads(line) for line in path.read_text().splitlines()]
+    yield items
+    path.write_text("".join(json.dumps(it) + "\n" for it in items))
+
+
+def tile_cogs(out: TileOutputs) -> dict[str, bytes]:
+    """The bytes of every COG a tile wrote to a local folder, by file name."""
+    return {p.name: p.read_bytes() for p in sorted(Path(out.folder).glob("*.tif"))}
 
 
 def with_changes(config: RunConfig, **sections: dict) -> RunConfig:
@@ -97,4 +115,5 @@ def exact_run(synth_catalog: Synth, tmp_path_factory: pytest.TempPathFactory) ->
     return ExactRun(synth_catalog, plan, root / "out")
 
 
-__all__ = ["N_DATES", "REPO", "ExactRun", "Synth", "assert_clean_error", "date", "gmrun", "make_plan", "with_changes"]
+__all__ = ["N_DATES", "REPO", "ExactRun", "Synth", "assert_clean_error", "date", "gmrun", "make_plan", "tile_cogs",
+           "tile_items", "with_changes"]

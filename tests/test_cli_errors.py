@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 
 from runner.grid import TileId
 from runner.outputs import TileOutputs
-from tests.conftest import Synth, assert_clean_error, gmrun, make_plan, with_changes
+from tests.conftest import Synth, assert_clean_error, gmrun, make_plan, tile_items, with_changes
 
 
 def test_missing_plan(tmp_path: Path) -> None:
@@ -64,15 +63,13 @@ def test_unreadable_asset_is_named_and_leaves_no_done_marker(synth_catalog: Synt
                        input={"retries": 1})  # fmt: skip
     tile = TileId(1, 0)
     plan = make_plan(synth_catalog, tmp_path / "plan", cfg, tiles=[tile])
-    items_file = Path(plan.folder) / plan.tile(tile).items_href
-    items = [json.loads(line) for line in items_file.read_text().splitlines()]
-    victim = items[5]["assets"]["B11"]
-    good = Path(victim["href"])
-    broken = tmp_path / "broken" / good.name
-    broken.parent.mkdir()
-    broken.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # a truncated COG
-    victim["href"] = str(broken)
-    items_file.write_text("".join(json.dumps(it) + "\n" for it in items))
+    with tile_items(plan, tile) as items:
+        victim = items[5]["assets"]["B11"]
+        good = Path(victim["href"])
+        broken = tmp_path / "broken" / good.name
+        broken.parent.mkdir()
+        broken.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # a truncated COG
+        victim["href"] = str(broken)
     proc = gmrun("run-tile", "--plan", plan.url, "--tile", str(tile))
     assert_clean_error(proc, "unreadable", str(broken))
     out = TileOutputs.of(plan.config, tile, plan.period)

@@ -30,7 +30,16 @@ from runner.errors import UserInputError
 from runner.grid import TileId
 from runner.outputs import TileOutputs
 from runner.plan import Plan
-from tests.conftest import REPO, Synth, assert_clean_error, gmrun, make_plan, with_changes
+from tests.conftest import (
+    REPO,
+    Synth,
+    assert_clean_error,
+    gmrun,
+    make_plan,
+    tile_cogs,
+    tile_items,
+    with_changes,
+)
 from tests.servers import HttpServer, http_files
 
 TILE = TileId(1, 0)
@@ -41,10 +50,6 @@ class Baseline:
     plan: Plan
     out: TileOutputs
     touches: int  #: distinct heartbeat mtimes seen during the run
-
-
-def _cogs(out: TileOutputs) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(Path(out.folder).glob("*.tif"))}
 
 
 def _plan(synth: Synth, folder: Path, **input_cfg: object) -> Plan:
@@ -120,12 +125,12 @@ def test_sigkill_leaves_no_done_marker_and_rerun_is_identical(
     assert not Path(out.item_url).exists(), "a killed worker must leave no done marker"
     assert not out.is_done()
     if stage == "write":
-        assert len(_cogs(out)) >= 3, "some COGs were written before the kill"
+        assert len(tile_cogs(out)) >= 3, "some COGs were written before the kill"
     # the same command again: the incomplete tile is redone, identical to an uninterrupted run
     again = gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE))
     assert again.returncode == 0, again.stderr
     assert out.is_done()
-    assert _cogs(out) == _cogs(baseline.out)
+    assert tile_cogs(out) == tile_cogs(baseline.out)
 
 
 @pytest.mark.slow
@@ -154,12 +159,10 @@ def http(synth_catalog: Synth, tmp_path: Path) -> Iterator[HttpServer]:
 
 def _over_http(plan: Plan, srv: HttpServer) -> list[dict]:
     """Rewrite the tile's item hrefs to the HTTP server; returns the items."""
-    items_file = Path(plan.folder) / plan.tile(TILE).items_href
-    items = [json.loads(line) for line in items_file.read_text().splitlines()]
-    for it in items:
-        for a in it["assets"].values():
-            a["href"] = srv.url(a["href"])
-    items_file.write_text("".join(json.dumps(it) + "\n" for it in items))
+    with tile_items(plan, TILE) as items:
+        for it in items:
+            for a in it["assets"].values():
+                a["href"] = srv.url(a["href"])
     return items
 
 
@@ -185,7 +188,7 @@ def test_http_transient_5xx_and_slow_are_retried(
     assert proc.returncode == 0, proc.stderr
     out = TileOutputs.of(plan.config, TILE, plan.period)
     assert out.is_done()
-    assert _cogs(out) == _cogs(baseline.out), "HTTP inputs must give the local-file run's outputs"
+    assert tile_cogs(out) == tile_cogs(baseline.out), "HTTP inputs must give the local-file run's outputs"
 
 
 @pytest.mark.slow
@@ -247,7 +250,7 @@ def test_http_transient_connection_resets_are_retried(
     proc = gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE))
     assert proc.returncode == 0, proc.stderr
     out = TileOutputs.of(plan.config, TILE, plan.period)
-    assert _cogs(out) == _cogs(baseline.out), (
+    assert tile_cogs(out) == tile_cogs(baseline.out), (
         "retried resets must give the local-file run's outputs"
     )
 
@@ -281,7 +284,7 @@ def test_http_persistent_connection_reset(
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(Path(out.item_url).read_text())["properties"]["gmrun:skipped_inputs"] == []
-    assert _cogs(out) == _cogs(baseline.out)
+    assert tile_cogs(out) == tile_cogs(baseline.out)
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ from runner.grid import TileId
 from runner.outputs import COG_TYPE, TileOutputs, output_bands
 from runner.period import Period
 from runner.plan import Plan, build_plan
-from tests.conftest import Synth, assert_clean_error, gmrun, make_plan, with_changes
+from tests.conftest import Synth, assert_clean_error, gmrun, make_plan, tile_items, with_changes
 from tests.servers import S3Proxy, S3Server, moto_s3, s3_fault_proxy
 
 pytestmark = pytest.mark.slow
@@ -195,16 +195,14 @@ def test_s3_inputs_with_endpoint_url_match_local_files(
     plan = _small_plan(
         synth_catalog, tmp_path / "plan", output={"location": location, "acl": "public-read"}
     )
-    items_file = Path(plan.folder) / plan.tile(TILE).items_href
-    items = [json.loads(line) for line in items_file.read_text().splitlines()]
     uploaded = 0
-    for it in items:
-        for a in it["assets"].values():
-            key = "inputs/" + Path(a["href"]).resolve().relative_to(synth_catalog.root).as_posix()
-            client.upload_file(a["href"], BUCKET, key)
-            a["href"] = f"s3://{BUCKET}/{key}"
-            uploaded += 1
-    items_file.write_text("".join(json.dumps(it) + "\n" for it in items))
+    with tile_items(plan, TILE) as items:
+        for it in items:
+            for a in it["assets"].values():
+                key = "inputs/" + Path(a["href"]).resolve().relative_to(synth_catalog.root).as_posix()
+                client.upload_file(a["href"], BUCKET, key)
+                a["href"] = f"s3://{BUCKET}/{key}"
+                uploaded += 1
     assert uploaded > 20
 
     _unset_endpoint(monkeypatch)  # the worker has credentials, but no endpoint but the flag

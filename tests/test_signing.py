@@ -19,7 +19,15 @@ from runner.outputs import TileOutputs
 from runner.plan import Plan
 from runner.signing import SasSigner, blob_container, redact_tokens
 from runner.stac_api import config_for_catalog
-from tests.conftest import Synth, assert_clean_error, gmrun, make_plan, with_changes
+from tests.conftest import (
+    Synth,
+    assert_clean_error,
+    gmrun,
+    make_plan,
+    tile_cogs,
+    tile_items,
+    with_changes,
+)
 from tests.servers import HttpServer, http_files
 
 TILE = TileId(1, 0)
@@ -87,17 +95,11 @@ def _blob_plan(synth: Synth, folder: Path, srv: HttpServer, **input_cfg: object)
     cfg = with_changes(synth.layout.config, output={"location": str(folder / "out")},
                        input={"retries": 1, "sas_token_url": srv.sas_token_url, **input_cfg})  # fmt: skip
     plan = make_plan(synth, folder / "plan", cfg, tiles=[TILE])
-    items_file = Path(plan.folder) / plan.tile(TILE).items_href
-    items = [json.loads(line) for line in items_file.read_text().splitlines()]
-    for it in items:
-        for a in it["assets"].values():
-            a["href"] = srv.blob_url(a["href"], ACCOUNT, CONTAINER)
-    items_file.write_text("".join(json.dumps(it) + "\n" for it in items))
+    with tile_items(plan, TILE) as items:
+        for it in items:
+            for a in it["assets"].values():
+                a["href"] = srv.blob_url(a["href"], ACCOUNT, CONTAINER)
     return plan
-
-
-def _cogs(out: TileOutputs) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(Path(out.folder).glob("*.tif"))}
 
 
 def _run(plan: Plan, srv: HttpServer, *args: str):
@@ -118,7 +120,7 @@ def test_worker_signs_blob_hrefs_at_read_time(
                       tiles=[TILE])  # fmt: skip
     proc = gmrun("run-tile", "--plan", local.url, "--tile", str(TILE))
     assert proc.returncode == 0, proc.stderr
-    want = _cogs(TileOutputs.of(local.config, TILE, local.period))
+    want = tile_cogs(TileOutputs.of(local.config, TILE, local.period))
 
     unsigned = _blob_plan(synth_catalog, tmp_path / "unsigned", server)
     proc = _run(unsigned, server)
@@ -130,7 +132,7 @@ def test_worker_signs_blob_hrefs_at_read_time(
     assert proc.returncode == 0, proc.stderr
     assert server.tokens_issued() == [f"{ACCOUNT}/{CONTAINER} 1"], "one token for the tile"
     out = TileOutputs.of(signed.config, TILE, signed.period)
-    assert _cogs(out) == want
+    assert tile_cogs(out) == want
     item = json.loads(Path(out.item_url).read_text())
     assert not TOKEN.search(json.dumps(item)), "the STAC item records plain hrefs"
 
@@ -140,7 +142,7 @@ def test_worker_signs_blob_hrefs_at_read_time(
     assert len(server.tokens_issued()) == 3, "the refused token was replaced once"
     assert "transient read failure" in proc.stderr
     assert not TOKEN.search(proc.stderr), "no SAS token in the logs"
-    assert _cogs(out) == want
+    assert tile_cogs(out) == want
 
 
 def test_signer_renews_between_row_bands(

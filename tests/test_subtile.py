@@ -40,7 +40,16 @@ from runner.plan import (
     make_tile_plan,
     row_bands_for,
 )
-from tests.conftest import N_DATES, REPO, Synth, assert_clean_error, gmrun, with_changes
+from tests.conftest import (
+    N_DATES,
+    REPO,
+    Synth,
+    assert_clean_error,
+    gmrun,
+    tile_cogs,
+    tile_items,
+    with_changes,
+)
 
 TILE = TileId(1, 0)
 PX = 360  #: the tile's edge (the session catalog's demo layout)
@@ -160,10 +169,6 @@ def _outputs(plan: Plan, location: Path) -> TileOutputs:
     return TileOutputs.of(plan.config, TILE, plan.period, str(location))
 
 
-def _cogs(out: TileOutputs) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(Path(out.folder).glob("*.tif"))}
-
-
 def _worker(
     plan: Plan, location: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.Popen[str]:
@@ -186,7 +191,7 @@ def whole(synth_catalog: Synth, tmp_path_factory: pytest.TempPathFactory) -> Who
 
 
 @pytest.mark.slow
-def test_three_row_bands_give_byte_identical_cogs(whole: Whole, tmp_path: Path) -> None:
+def test_three_row_bands_give_byte_identicaltile_cogs(whole: Whole, tmp_path: Path) -> None:
     hb = tmp_path / "heartbeat"
     proc = _worker(
         whole.plan, tmp_path / "out", "--row-bands", "3", env={"GMRUN_HEARTBEAT": str(hb)}
@@ -223,7 +228,7 @@ def test_three_row_bands_give_byte_identical_cogs(whole: Whole, tmp_path: Path) 
     item = json.loads(Path(out.item_url).read_text())
     assert item["properties"]["gmrun:metrics"] == m
 
-    ours, ref = _cogs(out), _cogs(whole.out)
+    ours, ref = tile_cogs(out), tile_cogs(whole.out)
     assert sorted(ours) == sorted(ref) and len(ours) == len(output_bands(whole.plan.config))
     for name, data in ref.items():
         assert ours[name] == data, f"{name} differs from the whole-tile run"
@@ -299,12 +304,10 @@ def _cut_after_band_one(plan: Plan, item: dict, asset: str, folder: Path) -> str
     assert max(before) < min(offsets), "full-resolution blocks are stored row by row"
     cut = folder / f"cut_{asset}.tif"
     cut.write_bytes(Path(href).read_bytes()[: min(offsets)])
-    items_file = Path(plan.folder) / plan.tile(TILE).items_href
-    docs = [json.loads(line) for line in items_file.read_text().splitlines()]
-    for d in docs:
-        if d["id"] == item["id"]:
-            d["assets"][asset]["href"] = str(cut)
-    items_file.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    with tile_items(plan, TILE) as docs:
+        for d in docs:
+            if d["id"] == item["id"]:
+                d["assets"][asset]["href"] = str(cut)
     return str(cut)
 
 
@@ -343,4 +346,4 @@ def test_item_dropped_in_band_two_restarts_from_band_one(
     assert json.loads(Path(ref.item_url).read_text())["properties"]["gmrun:skipped_inputs"] == [
         item["id"]
     ]
-    assert _cogs(out) == _cogs(ref)
+    assert tile_cogs(out) == tile_cogs(ref)
