@@ -19,7 +19,7 @@ RUN python3 -m pip install --no-cache-dir uv \
 # does not pay the ~20 s. numba only uses a cache folder it can write to: the Kubernetes Jobs run
 # with a read-only root and set NUMBA_CACHE_DIR=/tmp/numba-cache (an emptyDir), so they compile once
 # per pod.
-RUN python3 -c "import numpy as np, algos; from runner.mask import cleanup; cleanup(np.zeros((1, 8, 8), bool), 2, 5); algos.geomedian_mads_u16(np.ones((2, 2, 10, 3), np.uint16), scale=1e-4, offset=-0.1)" \
+RUN python3 -c "import numpy as np, algos; from runner.worker.mask import cleanup; cleanup(np.zeros((1, 8, 8), bool), 2, 5); algos.geomedian_mads_u16(np.ones((2, 2, 10, 3), np.uint16), scale=1e-4, offset=-0.1)" \
  && chmod -R a+rX /opt/gmrun/numba-cache
 
 RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin gmrun

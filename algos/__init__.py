@@ -60,13 +60,17 @@ from .api import (
     numba_threads,
     smad_pcm,
 )
+from .median import MedianResult, median_u16, nanmedian_pcm
 
 __all__ = [
     "GeomadResult",
+    "MedianResult",
     "bcmad_pcm",
     "emad_pcm",
     "geomedian_mads_u16",
+    "median_u16",
     "nangeomedian_pcm",
+    "nanmedian_pcm",
     "numba_threads",
     "smad_pcm",
 ]

@@ -43,14 +43,14 @@ BCMAD = 2
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _invalid(v, use_nodata: bool, nodata) -> bool:  # type: ignore[no-untyped-def]
+def _invalid(v, use_nodata: bool, nodata) -> bool:
     if use_nodata:
         return v == nodata
     return v != v  # NaN test that also compiles for integer dtypes
 
 
 @njit(cache=True, error_model="numpy")
-def _gather(P, use_nodata: bool, nodata, scale, offset, valid, xb) -> int:  # type: ignore[no-untyped-def]
+def _gather(P, use_nodata: bool, nodata, scale, offset, valid, xb) -> int:
     """Gather the valid observations of one pixel ``P[band, time]`` into ``xb[:, :k]``.
 
     An observation is valid when all its bands are valid.  Returns ``k``.
@@ -79,7 +79,7 @@ def _gather(P, use_nodata: bool, nodata, scale, offset, valid, xb) -> int:  # ty
 
 
 @njit(cache=True, error_model="numpy")
-def _all_same(xb, nv: int) -> bool:  # type: ignore[no-untyped-def]
+def _all_same(xb, nv: int) -> bool:
     """True when all nv gathered observations are identical (early exit otherwise)."""
     nb = xb.shape[0]
     for k in range(1, nv):
@@ -90,7 +90,7 @@ def _all_same(xb, nv: int) -> bool:  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, error_model="numpy")
-def _nanmean_start(P, use_nodata: bool, nodata, scale, offset, y) -> None:  # type: ignore[no-untyped-def]
+def _nanmean_start(P, use_nodata: bool, nodata, scale, offset, y) -> None:
     """geomad/hdstats starting point: per-band mean over all individually valid values."""
     nb, nt = P.shape
     for j in range(nb):
@@ -107,7 +107,7 @@ def _nanmean_start(P, use_nodata: bool, nodata, scale, offset, y) -> None:  # ty
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _weiszfeld(
     xb, nv: int, y, y1, yf, dd, inv, T, maxiters: int, eps: float, weighted: bool, wb
-) -> tuple[int, bool]:  # type: ignore[no-untyped-def]
+) -> tuple[int, bool]:
     """Vardi-Zhang modified Weiszfeld iteration on ``xb[:, :nv]``, in place on ``y``.
 
     With ``weighted`` the observation weights ``wb[:nv]`` multiply 1/d (and
@@ -190,7 +190,7 @@ def _weiszfeld(
 
 
 @njit(cache=True, error_model="numpy")
-def _select_bf(a, b, n: int, k: int):  # type: ignore[no-untyped-def]
+def _select_bf(a, b, n: int, k: int):
     """k-th smallest (0-based) of ``a[:n]``; ``a`` and ``b`` are both used as scratch.
 
     Quickselect with a branch-free three-way partition into the other buffer
@@ -240,7 +240,7 @@ def _select_bf(a, b, n: int, k: int):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, error_model="numpy")
-def _median(a, n: int, s1, s2) -> float:  # type: ignore[no-untyped-def]
+def _median(a, n: int, s1, s2) -> float:
     """NumPy-convention median of ``a[:n]`` (``a`` is kept; s1, s2 are scratch); NaN if n == 0."""
     if n == 0:
         return np.nan
@@ -263,7 +263,7 @@ def _median(a, n: int, s1, s2) -> float:  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _mad(xb, nv: int, g, kind: int, buf, acc, dist, s1, s2) -> float:  # type: ignore[no-untyped-def]
+def _mad(xb, nv: int, g, kind: int, buf, acc, dist, s1, s2) -> float:
     """Median over the nv gathered observations of the chosen distance to g.
 
     Per-observation distances are accumulated in float64 (``buf``/``acc``,
@@ -343,7 +343,7 @@ def geomedian_kernel(
     bcmad_out,
     count_out,
     iter_out,
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """Geomedian (and optionally the three MADs) of every pixel of X.
 
     gm_out (ny, nx, nb) float32; the rest (ny, nx); MAD outputs are ignored
@@ -425,7 +425,7 @@ def geomedian_kernel(
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def mad_kernel(X, gm, kind: int, out) -> None:  # type: ignore[no-untyped-def]
+def mad_kernel(X, gm, kind: int, out) -> None:
     """One MAD (EMAD/SMAD/BCMAD by ``kind``) of float X against geomedian gm.
 
     Works on the dense series without a gather: a NaN in any band makes that

@@ -59,7 +59,7 @@ def numba_threads(num_threads: int | None) -> Iterator[int]:
     n = (
         old
         if num_threads is None
-        else max(1, min(int(num_threads), numba.config.NUMBA_NUM_THREADS))
+        else max(1, min(int(num_threads), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     )
     numba.set_num_threads(n)
     numba.set_parallel_chunksize(1)

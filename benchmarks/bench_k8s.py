@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from runner import k8s  # noqa: E402
+from runner.fanout import k8s  # noqa: E402
 from tests.k8s.cluster import start_cluster  # noqa: E402
 from tests.k8s.plans import make_plan  # noqa: E402
 
@@ -88,11 +88,23 @@ def main() -> int:
             assert len(rows) == args.jobs
 
             # a fresh process, as a user runs it; bytecode cached (as in an installed image)
-            env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), PYTHONPATH=str(REPO),
-                       PYTHONPYCACHEPREFIX=str(Path(tmp) / "pycache"))  # fmt: skip
+            env = dict(
+                os.environ,
+                KUBECONFIG=str(cluster.kubeconfig),
+                PYTHONPATH=str(REPO),
+                PYTHONPYCACHEPREFIX=str(Path(tmp) / "pycache"),
+            )
             env.pop("PYTHONDONTWRITEBYTECODE", None)
-            cmd = [sys.executable, "-c", "import sys; from runner.k8s_cli import k8s; sys.exit(k8s())",
-                   "status", "--batch", "bench", "-o", "json"]  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-c",
+                "import sys; from runner.cli.k8s import k8s; sys.exit(k8s())",
+                "status",
+                "--batch",
+                "bench",
+                "-o",
+                "json",
+            ]
             # warm the bytecode cache
             subprocess.run(cmd, env=env, capture_output=True, check=False)
             t = time.perf_counter()

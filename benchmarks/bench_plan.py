@@ -3,10 +3,10 @@
     .venv/bin/python benchmarks/bench_plan.py [--items 200000] [--tiles 30] [--workdir /tmp/bench-plan]
 
 Step 1 (a child process) writes ``items.ndjson``: Sentinel-2-like items of the exact shape
-``runner/synth.py::_item`` produces (14 assets, projection/raster/eo fields), one per
+``runner/demo/synth.py::_item`` produces (14 assets, projection/raster/eo fields), one per
 (granule, date), granules being 1° × 1° cells snapped to a 109.8 km UTM square, dates spread over
 2023. Step 2 (another child) runs the planner exactly as ``gmrun plan`` does
-(:func:`runner.plan.stream_plan` + outputs) into ``plan/`` and reports its wall time and peak RSS
+(:func:`runner.planner.assign.stream_plan` + outputs) into ``plan/`` and reports its wall time and peak RSS
 (``VmHWM`` of that process alone). Step 3 checks a sample of tiles against a plain per-item
 shapely intersection.
 """
@@ -36,7 +36,7 @@ def vm_hwm_mib() -> float:
 
 
 def region_tiles(n: int) -> list:
-    from runner.grid import TileId
+    from runner.planner.grid import TileId
 
     return [TileId(X0 + i, Y0 + j) for j in range(n) for i in range(n)]
 
@@ -44,9 +44,9 @@ def region_tiles(n: int) -> list:
 def generate(path: Path, n_items: int, n_tiles: int) -> None:
     from pyproj import Transformer
 
-    from runner.config import RunConfig
-    from runner.grid import TileGrid
-    from runner.synth import Acquisition, Granule, _item, utm_epsg, utm_zone
+    from runner.common.config import RunConfig
+    from runner.demo.synth import Acquisition, Granule, _item, utm_epsg, utm_zone
+    from runner.planner.grid import TileGrid
 
     grid = TileGrid.from_config(RunConfig().grid)
     tiles = region_tiles(n_tiles)
@@ -76,8 +76,14 @@ def generate(path: Path, n_items: int, n_tiles: int) -> None:
                     break
                 when = t0 + timedelta(days=365 * k / per, minutes=gi % 60)
                 acq = Acquisition(k, when, nan, nan, 0.0, nan, 0.0, False, False, False, False)
-                item = _item(acq, g, folder, f"S2_{g.code}_{gi:04d}_{k:04d}", (gi * 7 + k) % 100,
-                             "sentinel-2a" if k % 2 else "sentinel-2b")  # fmt: skip
+                item = _item(
+                    acq,
+                    g,
+                    folder,
+                    f"S2_{g.code}_{gi:04d}_{k:04d}",
+                    (gi * 7 + k) % 100,
+                    "sentinel-2a" if k % 2 else "sentinel-2b",
+                )
                 f.write(json.dumps(item, separators=(",", ":")) + "\n")
                 written += 1
     tmp.replace(path)
@@ -85,28 +91,36 @@ def generate(path: Path, n_items: int, n_tiles: int) -> None:
 
 
 def plan(path: Path, out: Path, n_tiles: int) -> None:
-    from runner.config import RunConfig
-    from runner.period import Period
-    from runner.plan import node_hours, stream_plan, write_outputs
+    from runner.common.config import RunConfig
+    from runner.planner.assign import stream_plan
+    from runner.planner.period import Period
+    from runner.planner.report import node_hours, write_map_files
 
     t0 = time.monotonic()
     p = stream_plan(RunConfig(), region_tiles(n_tiles), str(path), Period.year(2023), str(out))
     t1 = time.monotonic()
-    write_outputs(p, str(out))
+    write_map_files(p, str(out))
     t2 = time.monotonic()
-    print(json.dumps({
-        "seconds_plan": round(t1 - t0, 1), "seconds_outputs": round(t2 - t1, 1),
-        "peak_rss_mib": round(vm_hwm_mib()), "tiles": len(p.tiles),
-        "item_tile_pairs": sum(tp.n_items for tp in p.tiles),
-        "max_obs": max(tp.n_obs for tp in p.tiles), "node_hours": round(node_hours(p), 1),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "seconds_plan": round(t1 - t0, 1),
+                "seconds_outputs": round(t2 - t1, 1),
+                "peak_rss_mib": round(vm_hwm_mib()),
+                "tiles": len(p.tiles),
+                "item_tile_pairs": sum(tp.n_items for tp in p.tiles),
+                "max_obs": max(tp.n_obs for tp in p.tiles),
+                "node_hours": round(node_hours(p), 1),
+            }
+        )
+    )
 
 
 def assign(path: Path, n_tiles: int) -> None:
     """The in-memory API: ``assign_to_tiles`` over all items (their id/geometry/properties)."""
-    from runner.catalog import assign_to_tiles, iter_catalog
-    from runner.config import RunConfig
-    from runner.grid import TileGrid
+    from runner.common.config import RunConfig
+    from runner.planner.catalog import assign_to_tiles, iter_catalog
+    from runner.planner.grid import TileGrid
 
     grid = TileGrid.from_config(RunConfig().grid)
     t0 = time.monotonic()
@@ -114,10 +128,15 @@ def assign(path: Path, n_tiles: int) -> None:
     by_tile = assign_to_tiles(
         (it for _line, it in iter_catalog(str(path), fields)), grid, region_tiles(n_tiles)
     )
-    print(json.dumps({
-        "assign_to_tiles_seconds": round(time.monotonic() - t0, 1), "peak_rss_mib": round(vm_hwm_mib()),
-        "item_tile_pairs": sum(len(v) for v in by_tile.values()),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "assign_to_tiles_seconds": round(time.monotonic() - t0, 1),
+                "peak_rss_mib": round(vm_hwm_mib()),
+                "item_tile_pairs": sum(len(v) for v in by_tile.values()),
+            }
+        )
+    )
 
 
 def check(path: Path, out: Path, n_tiles: int, sample: int = 12) -> None:
@@ -126,8 +145,8 @@ def check(path: Path, out: Path, n_tiles: int, sample: int = 12) -> None:
     from odc.geo import CRS
     from odc.geo.geom import Geometry
 
-    from runner.config import RunConfig
-    from runner.grid import TileGrid
+    from runner.common.config import RunConfig
+    from runner.planner.grid import TileGrid
 
     grid = TileGrid.from_config(RunConfig().grid)
     tiles = region_tiles(n_tiles)[:: max(1, n_tiles * n_tiles // sample)]

@@ -7,7 +7,7 @@ Usage::
     .venv/bin/python benchmarks/bench_tile.py --px 600        # a quick look while developing
 
 Standard case: a synthetic tile of 2400 x 2400 px (24 km at 10 m), 10 bands, 40 dates of 2023,
-COGs on local disk, made with the project's own synthetic catalog (``runner.synth``, seed 0) in
+COGs on local disk, made with the project's own synthetic catalog (``runner.demo.synth``, seed 0) in
 one UTM zone (one granule a date) and planned on a grid of 24 km tiles. The catalog, the plan and
 the loaded cube are cached under ``--workdir`` keyed by (px, dates, seed): a rerun reuses them.
 
@@ -22,7 +22,7 @@ What it measures, side by side in one run (medians where ``--repeats`` > 1):
    budget of ``--budget-fraction`` of the whole run's peak; its peak RSS against the budget
    (target: <= budget) and its output COGs compared array by array with the whole run's
    (target: equal).
-3. **reduce, ours vs odc-algo**: the cube the worker loads (``runner.tile.load_cube``, saved once
+3. **reduce, ours vs odc-algo**: the cube the worker loads (``runner.worker.load.load_cube``, saved once
    as ``.npy``) reduced by ``algos.geomedian_mads_u16`` and by ``odc.algo.geomedian_with_mads``
    (the Digital Earth Africa / odc-stats code path, PyPI ``odc-algo``; it calls GA's ``geomad``
    package), each in a fresh subprocess so that each peak RSS is its own, on the same threads:
@@ -106,15 +106,17 @@ def layout(px: int) -> tuple[Any, Any, tuple[float, float, float, float]]:
     from odc.geo import CRS
     from odc.geo.geom import BoundingBox
 
-    from runner.config import parse_config
-    from runner.grid import TileGrid, TileId
+    from runner.common.config import parse_config
+    from runner.planner.grid import TileGrid, TileId
 
     res = 10.0
     corner = BoundingBox(*CORNER, *CORNER, crs=CRS("EPSG:4326")).to_crs(CRS("EPSG:6933"))
     x0, y0 = math.floor(corner.left / res) * res, math.floor(corner.bottom / res) * res
     size = px * res
-    config = parse_config({"grid": {"crs": "EPSG:6933", "resolution": res, "tile_size": size,
-                                    "origin": [x0, y0]}}, "bench")  # fmt: skip
+    config = parse_config(
+        {"grid": {"crs": "EPSG:6933", "resolution": res, "tile_size": size, "origin": [x0, y0]}},
+        "bench",
+    )
     grid = TileGrid.from_config(config.grid)
     assert grid.tile_pixels == px
     region = BoundingBox(x0, y0, x0 + size, y0 + size, crs=CRS("EPSG:6933")).to_crs(
@@ -130,16 +132,19 @@ def layout(px: int) -> tuple[Any, Any, tuple[float, float, float, float]]:
 
 def prepare(case: Case) -> tuple[str, Any]:
     """The plan's URL and the tile id; synthesises the catalog and plans it unless cached."""
-    from runner.catalog import read_items
-    from runner.period import Period
-    from runner.plan import build_plan
-    from runner.synth import synthesize
+    from runner.demo.synth import synthesize
+    from runner.planner.assign import build_plan
+    from runner.planner.catalog import read_items
+    from runner.planner.period import Period
 
     config, tile, bbox = layout(case.px)
     done = case.catalog_dir / "done.json"
     if not done.exists():
-        print(f"synthesising {case.dates} dates over {case.px} x {case.px} px into {case.catalog_dir} "
-              "(once; cached) ...", flush=True)  # fmt: skip
+        print(
+            f"synthesising {case.dates} dates over {case.px} x {case.px} px into {case.catalog_dir} "
+            "(once; cached) ...",
+            flush=True,
+        )
         t0 = time.perf_counter()
         last = [t0]
 
@@ -148,14 +153,23 @@ def prepare(case: Case) -> tuple[str, Any]:
                 last[0] = time.perf_counter()
                 print(f"  {i}/{n} granules, {last[0] - t0:.0f} s", flush=True)
 
-        res = synthesize(case.catalog_dir, bbox, *PERIOD, n_dates=case.dates, seed=case.seed,
-                         progress=progress)  # fmt: skip
-        done.write_text(json.dumps({"items": res.n_items, "dates": res.n_dates,
-                                    "seconds": round(time.perf_counter() - t0, 1)}))  # fmt: skip
+        res = synthesize(
+            case.catalog_dir, bbox, *PERIOD, n_dates=case.dates, seed=case.seed, progress=progress
+        )
+        done.write_text(
+            json.dumps(
+                {
+                    "items": res.n_items,
+                    "dates": res.n_dates,
+                    "seconds": round(time.perf_counter() - t0, 1),
+                }
+            )
+        )
     plan_json = case.plan_dir / "plan.json"
     if not plan_json.exists():
-        plan, items = build_plan(config, [tile], read_items(str(case.catalog_dir / "items.ndjson")),
-                                 Period(*PERIOD))  # fmt: skip
+        plan, items = build_plan(
+            config, [tile], read_items(str(case.catalog_dir / "items.ndjson")), Period(*PERIOD)
+        )
         plan.save(str(case.plan_dir), items)
     return str(case.plan_dir), tile
 
@@ -181,8 +195,9 @@ def run_watched(
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as f:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO,
-                                env={**os.environ, **(env or {})})  # fmt: skip
+        proc = subprocess.Popen(
+            cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **(env or {})}
+        )
         ps = psutil.Process(proc.pid)
         peak = 0
         while True:
@@ -204,18 +219,36 @@ def run_watched(
 
 
 def worker_help() -> str:
-    return subprocess.run([sys.executable, "-m", "runner.cli", "run-tile", "--help"], cwd=REPO,
-                          capture_output=True, text=True).stdout  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "runner.cli", "run-tile", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 def run_worker(case: Case, plan_url: str, tile: Any, name: str, extra: list[str]) -> dict[str, Any]:
     """``gmrun run-tile`` on the tile into ``out-KEY/NAME``; the tile's metrics plus our own."""
-    from runner.outputs import TileOutputs
-    from runner.plan import Plan
+    from runner.planner.plan import Plan
+    from runner.worker.outputs import TileOutputs
 
     out = case.out_dir(name)
-    cmd = [sys.executable, "-m", "runner.cli", "run-tile", "--plan", plan_url, "--tile", str(tile),
-           "--output", str(out), "--overwrite", "--log-format", "json", *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "runner.cli",
+        "run-tile",
+        "--plan",
+        plan_url,
+        "--tile",
+        str(tile),
+        "--output",
+        str(out),
+        "--overwrite",
+        "--log-format",
+        "json",
+        *extra,
+    ]
     p = run_watched(cmd, case.workdir / "logs" / f"{case.key}-{name}.log")
     if p.returncode != 0:
         raise SystemExit(
@@ -224,8 +257,14 @@ def run_worker(case: Case, plan_url: str, tile: Any, name: str, extra: list[str]
     plan = Plan.load(plan_url)
     outputs = TileOutputs.of(plan.config, tile, plan.period, str(out))
     metrics = json.loads(Path(outputs.metrics_url).read_text())
-    return {"wall_s": p.wall_s, "cpu_s": p.cpu_s, "polled_peak_rss": p.polled_peak_rss,
-            "metrics": metrics, "folder": outputs.folder, "outputs": outputs}  # fmt: skip
+    return {
+        "wall_s": p.wall_s,
+        "cpu_s": p.cpu_s,
+        "polled_peak_rss": p.polled_peak_rss,
+        "metrics": metrics,
+        "folder": outputs.folder,
+        "outputs": outputs,
+    }
 
 
 def compare_outputs(a: Any, b: Any, bands: list[str]) -> list[str]:
@@ -244,12 +283,12 @@ def compare_outputs(a: Any, b: Any, bands: list[str]) -> list[str]:
 
 # --- reduce: ours vs odc-algo, each in its own process --------------------------------------------------
 def child_load(plan_url: str, tile: str, cube_path: str) -> None:
-    """Child: load the tile as the worker does (``runner.tile.load_cube``) and save the cube."""
+    """Child: load the tile as the worker does (``runner.worker.load.load_cube``) and save the cube."""
     import numpy as np
 
-    from runner.logs import tile_logger
-    from runner.plan import Plan
-    from runner.tile import load_cube
+    from runner.common.logs import tile_logger
+    from runner.planner.plan import Plan
+    from runner.worker.load import load_cube
 
     plan = Plan.load(plan_url)
     tp = plan.tile(tile)
@@ -261,14 +300,16 @@ def child_load(plan_url: str, tile: str, cube_path: str) -> None:
     os.replace(tmp, cube_path)
 
 
-def child_reduce(impl: str, cube_path: str, threads: int, eps: float, maxiters: int, chunk: int,
-                 result_path: str) -> None:  # fmt: skip
+def child_reduce(
+    impl: str, cube_path: str, threads: int, eps: float, maxiters: int, chunk: int, result_path: str
+) -> None:
     """Child: reduce the saved cube with ``impl`` (``ours`` or ``odc``) on ``threads`` threads;
     prints one JSON line (seconds, peak RSS) and saves the results (DN geomedian, emad in
     reflectance, smad, bcmad, count) to ``result_path`` (.npz)."""
     import numpy as np
 
-    from runner.tile import peak_rss_bytes, to_dn
+    from runner.reducers.geomedian import to_dn
+    from runner.worker.metrics import peak_rss_bytes
 
     scale, offset, nodata = 1e-4, -0.1, 0
     cube = np.load(cube_path)  # read into memory, as the worker's cube is
@@ -278,10 +319,23 @@ def child_reduce(impl: str, cube_path: str, threads: int, eps: float, maxiters: 
         from algos import geomedian_mads_u16
 
         def run(c: Any) -> Any:
-            r = geomedian_mads_u16(c, scale=scale, offset=offset, nodata=nodata, eps=eps,
-                                   maxiters=maxiters, num_threads=threads, backend="numba")  # fmt: skip
-            return {"gm": to_dn(r.gm, scale, offset, nodata), "emad": r.emad, "smad": r.smad,
-                    "bcmad": r.bcmad, "count": r.count}  # fmt: skip
+            r = geomedian_mads_u16(
+                c,
+                scale=scale,
+                offset=offset,
+                nodata=nodata,
+                eps=eps,
+                maxiters=maxiters,
+                num_threads=threads,
+                backend="numba",
+            )
+            return {
+                "gm": to_dn(r.gm, scale, offset, nodata),
+                "emad": r.emad,
+                "smad": r.smad,
+                "bcmad": r.bcmad,
+                "count": r.count,
+            }
 
     else:
         import dask
@@ -292,31 +346,62 @@ def child_reduce(impl: str, cube_path: str, threads: int, eps: float, maxiters: 
         def run(c: Any) -> Any:
             edge = min(chunk, c.shape[0], c.shape[1])
             arr = da.from_array(c, chunks=(edge, edge, -1, -1), name=False)
-            yxbt = xr.DataArray(arr, dims=("y", "x", "band", "time"), attrs={"nodata": nodata},
-                                coords={"band": [f"b{i}" for i in range(c.shape[2])]})  # fmt: skip
-            ds = geomedian_with_mads(yxbt, scale=scale, offset=offset, eps=eps, maxiters=maxiters,
-                                     num_threads=1)  # fmt: skip
+            yxbt = xr.DataArray(
+                arr,
+                dims=("y", "x", "band", "time"),
+                attrs={"nodata": nodata},
+                coords={"band": [f"b{i}" for i in range(c.shape[2])]},
+            )
+            ds = geomedian_with_mads(
+                yxbt, scale=scale, offset=offset, eps=eps, maxiters=maxiters, num_threads=1
+            )
             with dask.config.set(scheduler="threads", num_workers=threads):
                 out = ds.compute()
             gm = np.stack([out[f"b{i}"].values for i in range(c.shape[2])], axis=-1)
-            return {"gm": gm, "emad": out["emad"].values * scale, "smad": out["smad"].values,
-                    "bcmad": out["bcmad"].values, "count": out["count"].values}  # fmt: skip
+            return {
+                "gm": gm,
+                "emad": out["emad"].values * scale,
+                "smad": out["smad"].values,
+                "bcmad": out["bcmad"].values,
+                "count": out["count"].values,
+            }
 
     run(np.ascontiguousarray(cube[:8, :8]))  # compile / warm up, untimed
     c0, t0 = time.process_time(), time.perf_counter()
     res = run(cube)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     np.savez(result_path, **res)
-    print(json.dumps({"impl": impl, "threads": threads, "wall_s": wall, "cpu_s": cpu,
-                      "peak_rss": peak_rss_bytes(), "rss_after_load": rss_loaded,
-                      "px_obs": ny * nx * nt}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "impl": impl,
+                "threads": threads,
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "peak_rss": peak_rss_bytes(),
+                "rss_after_load": rss_loaded,
+                "px_obs": ny * nx * nt,
+            }
+        )
+    )
 
 
-def run_reduce(case: Case, impl: str, threads: int, eps: float, maxiters: int, chunk: int,
-               tag: str) -> dict[str, Any]:  # fmt: skip
+def run_reduce(
+    case: Case, impl: str, threads: int, eps: float, maxiters: int, chunk: int, tag: str
+) -> dict[str, Any]:
     result = case.workdir / f"reduce-{case.key}-{tag}.npz"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "_reduce", impl, str(case.cube_path), str(threads),
-           str(eps), str(maxiters), str(chunk), str(result)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "_reduce",
+        impl,
+        str(case.cube_path),
+        str(threads),
+        str(eps),
+        str(maxiters),
+        str(chunk),
+        str(result),
+    ]
     log = case.workdir / "logs" / f"{case.key}-reduce-{tag}.log"
     p = run_watched(cmd, log, env={"OMP_NUM_THREADS": str(threads)})
     if p.returncode != 0:
@@ -352,9 +437,9 @@ def result_differences(ours: Path, odc: Path) -> list[str]:
 # --- extrapolation -------------------------------------------------------------------------------------
 def africa_tiles() -> int:
     """Tiles of the planner's ``africa`` region on the default grid (``gmrun plan --region africa``)."""
-    from runner.config import GridConfig
-    from runner.grid import TileGrid
-    from runner.region import named_region
+    from runner.common.config import GridConfig
+    from runner.planner.grid import TileGrid
+    from runner.planner.region import named_region
 
     return sum(1 for _ in TileGrid.from_config(GridConfig()).tiles(named_region("africa")))
 
@@ -376,9 +461,15 @@ def extrapolate(px_obs_per_core_s: float, label: str, n_tiles: int) -> list[str]
 
 def memory_lines(whole_excess: float, sub_excess: float | None) -> list[str]:
     """What a full tile needs whole and in row bands: the planner's estimates
-    (:func:`runner.plan.estimate_memory`, :func:`runner.plan.band_memory`, 1 GiB overhead) and
+    (:func:`runner.planner.sizing.estimate_memory`, :func:`runner.planner.sizing.band_memory`, 1 GiB overhead) and
     the measured model, cube (or band cube) + results + the excess measured here beyond them."""
-    from runner.plan import band_height, band_memory, cube_bytes, results_bytes, row_bands_for
+    from runner.planner.sizing import (
+        band_height,
+        band_memory,
+        cube_bytes,
+        results_bytes,
+        row_bands_for,
+    )
 
     n, nb, nt, over = FULL_PX, 10, FULL_OBS, 1024
     cube, res = cube_bytes(n, n, nb, nt), results_bytes(n, n, nb)
@@ -432,8 +523,12 @@ def main() -> None:
     )
     ap.add_argument("--dates", type=int, default=40, help="acquisition dates in 2023 (default 40)")
     ap.add_argument("--seed", type=int, default=0, help="synthetic scene seed (default 0)")
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/gmrun-bench-tile"),
-                    help="cache of catalogs, plans, cubes, outputs and logs (default %(default)s)")  # fmt: skip
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("/tmp/gmrun-bench-tile"),
+        help="cache of catalogs, plans, cubes, outputs and logs (default %(default)s)",
+    )
     ap.add_argument(
         "--repeats", type=int, default=1, help="whole-tile worker runs (median; default 1)"
     )
@@ -446,11 +541,19 @@ def main() -> None:
     ap.add_argument(
         "--single-thread", action="store_true", help="also compare the reduces on 1 thread"
     )
-    ap.add_argument("--budget-fraction", type=float, default=0.4,
-                    help="sub-tiled run's --max-memory as a fraction of the whole run's peak RSS (default 0.4)")  # fmt: skip
-    ap.add_argument("--budget", type=parse_size, default=None,
-                    help="sub-tiled run's --max-memory, e.g. 1500Mi (instead of --budget-fraction; "
-                         "the worker refuses budgets below its results + 1 GiB overhead)")  # fmt: skip
+    ap.add_argument(
+        "--budget-fraction",
+        type=float,
+        default=0.4,
+        help="sub-tiled run's --max-memory as a fraction of the whole run's peak RSS (default 0.4)",
+    )
+    ap.add_argument(
+        "--budget",
+        type=parse_size,
+        default=None,
+        help="sub-tiled run's --max-memory, e.g. 1500Mi (instead of --budget-fraction; "
+        "the worker refuses budgets below its results + 1 GiB overhead)",
+    )
     ap.add_argument(
         "--odc-chunk", type=int, default=400, help="odc-algo's Dask block edge in px (default 400)"
     )
@@ -459,17 +562,20 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     args = ap.parse_args()
 
-    from runner.config import AlgorithmConfig
-    from runner.plan import results_bytes
+    from runner.common.config import AlgorithmConfig
+    from runner.planner.sizing import results_bytes
 
     case = Case(args.workdir, args.px, args.dates, args.seed)
     case.workdir.mkdir(parents=True, exist_ok=True)
     import importlib.metadata as md
 
     vers = {p: md.version(p) for p in ("numba", "odc-algo", "geomad", "odc-stac", "numpy")}
-    print(f"bench_tile: {args.px} x {args.px} px, 10 bands, {args.dates} dates, seed {args.seed}; "
-          f"{os.cpu_count()} cores, load avg {os.getloadavg()[0]:.2f}; "
-          + ", ".join(f"{k} {v}" for k, v in vers.items()), flush=True)  # fmt: skip
+    print(
+        f"bench_tile: {args.px} x {args.px} px, 10 bands, {args.dates} dates, seed {args.seed}; "
+        f"{os.cpu_count()} cores, load avg {os.getloadavg()[0]:.2f}; "
+        + ", ".join(f"{k} {v}" for k, v in vers.items()),
+        flush=True,
+    )
     plan_url, tile = prepare(case)
     out: dict[str, Any] = {"case": case.key, "cores": os.cpu_count(), "versions": vers}
     lines: list[str] = []
@@ -506,9 +612,17 @@ def main() -> None:
             f"= {ratio:.2f} x cube; target <= 1.3 x cube + 300 MB = {limit / MB:,.0f} MB: "
             + ("MET" if peak <= limit else f"GAP {(peak - limit) / MB:,.0f} MB"),
         ]
-        out["whole"] = {"wall_s": wall, "cpu_s": cpu, "stage_s": total, "reduce_s": red, "px_obs": px_obs,
-                        "cube_bytes": cube, "peak_rss": peak, "polled_peak_rss": polled,
-                        "metrics": [r["metrics"] for r in runs]}  # fmt: skip
+        out["whole"] = {
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "stage_s": total,
+            "reduce_s": red,
+            "px_obs": px_obs,
+            "cube_bytes": cube,
+            "peak_rss": peak,
+            "polled_peak_rss": polled,
+            "metrics": [r["metrics"] for r in runs],
+        }
         print("\n".join(lines), flush=True)
 
         if "--max-memory" in worker_help():
@@ -520,8 +634,12 @@ def main() -> None:
             sm = s["metrics"]
             band_cube = sm.get("cube_bytes", 0)
             rows = sm.get("band_rows", ny)
-            sub_excess = (sm["peak_rss_bytes"] - band_cube - results_bytes(ny, nx, nb)
-                          - (results_bytes(rows, nx, nb) if rows < ny else 0))  # fmt: skip
+            sub_excess = (
+                sm["peak_rss_bytes"]
+                - band_cube
+                - results_bytes(ny, nx, nb)
+                - (results_bytes(rows, nx, nb) if rows < ny else 0)
+            )
             bands = [*runs[0]["outputs"].config.bands, "emad", "smad", "bcmad", "count"]
             differ = compare_outputs(runs[0]["outputs"], s["outputs"], bands)
             sub = [
@@ -534,8 +652,13 @@ def main() -> None:
                 "  outputs equal to the whole run's: "
                 + (f"YES (all {len(bands)} COGs)" if not differ else f"NO: {', '.join(differ)}"),
             ]
-            out["subtiled"] = {"budget": budget, "wall_s": s["wall_s"], "metrics": sm,
-                               "polled_peak_rss": s["polled_peak_rss"], "differ": differ}  # fmt: skip
+            out["subtiled"] = {
+                "budget": budget,
+                "wall_s": s["wall_s"],
+                "metrics": sm,
+                "polled_peak_rss": s["polled_peak_rss"],
+                "differ": differ,
+            }
         else:
             sub = ["WORKER, sub-tiled: not run: this gmrun run-tile has no --max-memory option yet"]
         print("\n".join(sub), flush=True)
@@ -544,11 +667,20 @@ def main() -> None:
     if not args.skip_reduce:
         if not case.cube_path.exists():
             print(
-                f"loading the cube once into {case.cube_path} (runner.tile.load_cube) ... (load avg {os.getloadavg()[0]:.1f})",
+                f"loading the cube once into {case.cube_path} (runner.worker.load.load_cube) ... (load avg {os.getloadavg()[0]:.1f})",
                 flush=True,
             )
-            p = run_watched([sys.executable, str(Path(__file__).resolve()), "_load", plan_url, str(tile),
-                             str(case.cube_path)], case.workdir / "logs" / f"{case.key}-load.log")  # fmt: skip
+            p = run_watched(
+                [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "_load",
+                    plan_url,
+                    str(tile),
+                    str(case.cube_path),
+                ],
+                case.workdir / "logs" / f"{case.key}-load.log",
+            )
             if p.returncode != 0:
                 raise SystemExit(
                     f"error: loading the cube failed (exit {p.returncode}):\n{p.stderr_tail}"
@@ -563,8 +695,11 @@ def main() -> None:
                         f"reduce {impl}, {nth} thread(s), run {i + 1}/{args.reduce_repeats} ... (load avg {os.getloadavg()[0]:.1f})",
                         flush=True,
                     )
-                    res[impl].append(run_reduce(case, impl, nth, alg.eps, alg.maxiters, args.odc_chunk,
-                                                f"{impl}-{nth}t"))  # fmt: skip
+                    res[impl].append(
+                        run_reduce(
+                            case, impl, nth, alg.eps, alg.maxiters, args.odc_chunk, f"{impl}-{nth}t"
+                        )
+                    )
             o, d = res["ours"], res["odc"]
             ow, dw = med([r["wall_s"] for r in o]), med([r["wall_s"] for r in d])
             orss, drss = med([r["peak_rss"] for r in o]), med([r["peak_rss"] for r in d])

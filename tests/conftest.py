@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from runner.catalog import read_items
-from runner.config import RunConfig, parse_config
-from runner.demo import DEMO_PERIOD, DemoLayout, demo_layout
-from runner.grid import TileGrid
-from runner.outputs import TileOutputs
-from runner.period import Period
-from runner.plan import Plan, build_plan
-from runner.synth import SynthResult, synthesize
+from runner.common.config import RunConfig, parse_config
+from runner.demo.layout import DEMO_PERIOD, DemoLayout, demo_layout
+from runner.demo.synth import SynthResult, synthesize
+from runner.planner.assign import build_plan
+from runner.planner.catalog import read_items
+from runner.planner.grid import TileGrid
+from runner.planner.period import Period
+from runner.planner.plan import Plan
+from runner.worker.outputs import TileOutputs
 
 REPO = Path(__file__).resolve().parents[1]
 N_DATES = 40
@@ -49,8 +50,12 @@ def make_plan(synth: Synth, folder: Path, config: RunConfig, tiles: list | None 
     from odc.geo.geom import box
 
     region = box(*synth.layout.bbox, CRS("EPSG:4326"))
-    wanted = tiles if tiles is not None else [t for t in grid.tiles(region) if t in synth.layout.tiles]
-    p, items = build_plan(config, wanted, read_items(str(synth.result.catalog)), Period(*DEMO_PERIOD))
+    wanted = (
+        tiles if tiles is not None else [t for t in grid.tiles(region) if t in synth.layout.tiles]
+    )
+    p, items = build_plan(
+        config, wanted, read_items(str(synth.result.catalog)), Period(*DEMO_PERIOD)
+    )
     return p.save(str(folder), items)
 
 
@@ -75,16 +80,23 @@ def with_changes(config: RunConfig, **sections: dict) -> RunConfig:
     return parse_config(data)
 
 
-def gmrun(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def gmrun(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a subprocess, as a user would."""
     return subprocess.run(
         [sys.executable, "-m", "runner.cli", *args],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
         env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    )
 
 
-def assert_clean_error(proc: subprocess.CompletedProcess[str], *needles: str, code: int = 2) -> None:
+def assert_clean_error(
+    proc: subprocess.CompletedProcess[str], *needles: str, code: int = 2
+) -> None:
     """The CLI failed the way users should see it: the exit code, one ``error:`` line naming
     ``needles``, and no traceback."""
     assert proc.returncode == code, proc.stderr
@@ -107,13 +119,27 @@ class ExactRun:
 @pytest.fixture(scope="session")
 def exact_run(synth_catalog: Synth, tmp_path_factory: pytest.TempPathFactory) -> ExactRun:
     root = tmp_path_factory.mktemp("exact")
-    cfg = with_changes(synth_catalog.layout.config, mask={"opening": 0, "dilation": 0},
-                       output={"location": str(root / "out")})  # fmt: skip
+    cfg = with_changes(
+        synth_catalog.layout.config,
+        mask={"opening": 0, "dilation": 0},
+        output={"location": str(root / "out")},
+    )
     plan = make_plan(synth_catalog, root / "plan", cfg)
     proc = gmrun("run", "--plan", plan.url)
     assert proc.returncode == 0, proc.stderr
     return ExactRun(synth_catalog, plan, root / "out")
 
 
-__all__ = ["N_DATES", "REPO", "ExactRun", "Synth", "assert_clean_error", "date", "gmrun", "make_plan", "tile_cogs",
-           "tile_items", "with_changes"]
+__all__ = [
+    "N_DATES",
+    "REPO",
+    "ExactRun",
+    "Synth",
+    "assert_clean_error",
+    "date",
+    "gmrun",
+    "make_plan",
+    "tile_cogs",
+    "tile_items",
+    "with_changes",
+]

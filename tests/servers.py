@@ -88,8 +88,13 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
 def _process(
     cmd: list[str], probe: str, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, **(env or {})}, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
     try:
         _wait_http(probe, proc)
         yield proc
@@ -150,8 +155,15 @@ def s3_fault_proxy(upstream: S3Server, rules_file: Path) -> Iterator[S3Proxy]:
     port = free_port()
     rules_file.write_text("{}")
     rules_file.with_suffix(".log").unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "tests.servers", "--s3-proxy", str(upstream.port), str(port),
-           str(rules_file)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.servers",
+        "--s3-proxy",
+        str(upstream.port),
+        str(port),
+        str(rules_file),
+    ]
     with _process(cmd, f"http://127.0.0.1:{port}/moto-api/", env={"PYTHONPATH": str(REPO)}):
         yield S3Proxy(upstream, f"http://127.0.0.1:{port}", rules_file)
 
@@ -414,8 +426,10 @@ class _S3ProxyHandler(BaseHTTPRequestHandler):
             _reset(self.connection)
             return
         if mode is not None:
-            err = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>InternalError</Code>"
-                   b"<Message>injected fault</Message></Error>")  # fmt: skip
+            err = (
+                b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>InternalError</Code>"
+                b"<Message>injected fault</Message></Error>"
+            )
             self.send_response(500)
             self.send_header("Content-Type", "application/xml")
             self.send_header("Content-Length", str(len(err)))

@@ -60,8 +60,15 @@ def serve(*hrefs: Path, log: Path, timeout: float = 30.0) -> Iterator[StacServer
     items' ``collection``) until the block exits; waits until ``/`` answers."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    args = [rustac_binary(), "-vvv", "serve", "--addr", f"127.0.0.1:{port}", "--create-collections",
-            *map(str, hrefs)]  # fmt: skip
+    args = [
+        rustac_binary(),
+        "-vvv",
+        "serve",
+        "--addr",
+        f"127.0.0.1:{port}",
+        "--create-collections",
+        *map(str, hrefs),
+    ]
     with log.open("wb") as out:
         proc = subprocess.Popen(
             args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
@@ -129,8 +136,12 @@ def flaky_front(
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            req = urllib.request.Request(upstream + self.path, data=body or None, method=self.command,
-                                         headers={"Content-Type": self.headers.get("Content-Type", "application/json")})  # fmt: skip
+            req = urllib.request.Request(
+                upstream + self.path,
+                data=body or None,
+                method=self.command,
+                headers={"Content-Type": self.headers.get("Content-Type", "application/json")},
+            )
             with urllib.request.urlopen(req, timeout=10) as r:
                 data, code, ctype = (
                     r.read(),

@@ -21,8 +21,6 @@ S2TS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "s2ts.tx
 MADS = ("emad", "smad", "bcmad")
 
 
-
-
 def ref_gm(X: NDArray[np.float32]) -> NDArray[np.float32]:
     return geomad.nangeomedian_pcm(X, maxiters=1000, eps=1e-4, num_threads=2)
 

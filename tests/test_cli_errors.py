@@ -7,18 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from runner.grid import TileId
-from runner.outputs import TileOutputs
+from runner.planner.grid import TileId
+from runner.worker.outputs import TileOutputs
 from tests.conftest import Synth, assert_clean_error, gmrun, make_plan, tile_items, with_changes
 
 
 def test_missing_plan(tmp_path: Path) -> None:
-    assert_clean_error(gmrun("run-tile", "--plan", str(tmp_path / "nope"), "--tile", "x001y001"), "plan not found")
+    assert_clean_error(
+        gmrun("run-tile", "--plan", str(tmp_path / "nope"), "--tile", "x001y001"), "plan not found"
+    )
 
 
 @pytest.mark.parametrize("tile", ["x1y1", "../../etc/passwd", "x001y001;ls", "x" + "9" * 80 + "y1"])
 def test_bad_tile_id(tmp_path: Path, tile: str) -> None:
-    assert_clean_error(gmrun("run-tile", "--plan", str(tmp_path), "--tile", tile), "invalid tile id")
+    assert_clean_error(
+        gmrun("run-tile", "--plan", str(tmp_path), "--tile", tile), "invalid tile id"
+    )
 
 
 def test_bad_config_value(tmp_path: Path) -> None:
@@ -26,7 +30,17 @@ def test_bad_config_value(tmp_path: Path) -> None:
     cfg.write_text("algorithm:\n  maxiters: 0\n")
     items = tmp_path / "items.ndjson"
     items.write_text("")
-    proc = gmrun("plan", "--catalog", str(items), "--bbox", "30,-2,30.1,-1.9", "--year", "2023", "--config", str(cfg))
+    proc = gmrun(
+        "plan",
+        "--catalog",
+        str(items),
+        "--bbox",
+        "30,-2,30.1,-1.9",
+        "--year",
+        "2023",
+        "--config",
+        str(cfg),
+    )
     assert_clean_error(proc, "algorithm.maxiters")
 
 
@@ -51,16 +65,23 @@ def test_tile_not_in_plan_and_empty_tile(synth_catalog: Synth, tmp_path: Path) -
     far = TileId(40, 40)  # 144 km away: no items
     plan = make_plan(synth_catalog, tmp_path / "plan", cfg, tiles=[TileId(0, 0), far])
     assert plan.tile(far).n_items == 0
-    assert_clean_error(gmrun("run-tile", "--plan", plan.url, "--tile", "x005y005"), "not in the plan")
+    assert_clean_error(
+        gmrun("run-tile", "--plan", plan.url, "--tile", "x005y005"), "not in the plan"
+    )
     proc = gmrun("run-tile", "--plan", plan.url, "--tile", str(far))
     assert_clean_error(proc, "empty")
     assert not (tmp_path / "out").exists(), "an empty tile writes nothing"
 
 
 @pytest.mark.slow
-def test_unreadable_asset_is_named_and_leaves_no_done_marker(synth_catalog: Synth, tmp_path: Path) -> None:
-    cfg = with_changes(synth_catalog.layout.config, output={"location": str(tmp_path / "out")},
-                       input={"retries": 1})  # fmt: skip
+def test_unreadable_asset_is_named_and_leaves_no_done_marker(
+    synth_catalog: Synth, tmp_path: Path
+) -> None:
+    cfg = with_changes(
+        synth_catalog.layout.config,
+        output={"location": str(tmp_path / "out")},
+        input={"retries": 1},
+    )
     tile = TileId(1, 0)
     plan = make_plan(synth_catalog, tmp_path / "plan", cfg, tiles=[tile])
     with tile_items(plan, tile) as items:

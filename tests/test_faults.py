@@ -26,10 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import UserInputError
-from runner.grid import TileId
-from runner.outputs import TileOutputs
-from runner.plan import Plan
+from runner.common.errors import UserInputError
+from runner.planner.grid import TileId
+from runner.planner.plan import Plan
+from runner.worker.outputs import TileOutputs
 from tests.conftest import (
     REPO,
     Synth,
@@ -53,16 +53,36 @@ class Baseline:
 
 
 def _plan(synth: Synth, folder: Path, **input_cfg: object) -> Plan:
-    cfg = with_changes(synth.layout.config, output={"location": str(folder / "out")},
-                       input={"retries": 1, **input_cfg})  # fmt: skip
+    cfg = with_changes(
+        synth.layout.config,
+        output={"location": str(folder / "out")},
+        input={"retries": 1, **input_cfg},
+    )
     return make_plan(synth, folder / "plan", cfg, tiles=[TILE])
 
 
 def _worker(plan: Plan, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "runner.cli", "run-tile", "--plan", plan.url, "--tile", str(TILE),
-           "--log-format", "json", *args]  # fmt: skip
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                            env={**os.environ, **(env or {})})  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "runner.cli",
+        "run-tile",
+        "--plan",
+        plan.url,
+        "--tile",
+        str(TILE),
+        "--log-format",
+        "json",
+        *args,
+    ]
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _records(proc: subprocess.Popen[str]) -> Iterator[dict]:
@@ -137,8 +157,16 @@ def test_sigkill_leaves_no_done_marker_and_rerun_is_identical(
 def test_max_processing_time(synth_catalog: Synth, tmp_path: Path) -> None:
     plan = _plan(synth_catalog, tmp_path)
     hb = tmp_path / "heartbeat"
-    proc = gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE), "--max-processing-time", "2",
-                 env={"GMRUN_HEARTBEAT": str(hb)})  # fmt: skip
+    proc = gmrun(
+        "run-tile",
+        "--plan",
+        plan.url,
+        "--tile",
+        str(TILE),
+        "--max-processing-time",
+        "2",
+        env={"GMRUN_HEARTBEAT": str(hb)},
+    )
     assert_clean_error(proc, "exceeded --max-processing-time 2 s", str(TILE), code=1)
     assert hb.exists(), "the heartbeat was touched before the deadline"
     out = TileOutputs.of(plan.config, TILE, plan.period)
@@ -170,7 +198,9 @@ def _rel(srv: HttpServer, url: str) -> str:
     return url[len(srv.base) + 1 :]
 
 
-def _per_asset(srv: HttpServer, items: list[dict], picks: tuple[tuple[int, str], ...], value: float) -> dict:
+def _per_asset(
+    srv: HttpServer, items: list[dict], picks: tuple[tuple[int, str], ...], value: float
+) -> dict:
     """A fault rule ``{path: value}`` for the assets ``(item index, band)`` picked."""
     return {_rel(srv, items[i]["assets"][b]["href"]): value for i, b in picks}
 
@@ -188,7 +218,9 @@ def test_http_transient_5xx_and_slow_are_retried(
     assert proc.returncode == 0, proc.stderr
     out = TileOutputs.of(plan.config, TILE, plan.period)
     assert out.is_done()
-    assert tile_cogs(out) == tile_cogs(baseline.out), "HTTP inputs must give the local-file run's outputs"
+    assert tile_cogs(out) == tile_cogs(baseline.out), (
+        "HTTP inputs must give the local-file run's outputs"
+    )
 
 
 @pytest.mark.slow
@@ -226,14 +258,31 @@ def test_http_404_fails_naming_the_asset_truncated_is_skipped(
 
 
 # --- ids never reach a path ------------------------------------------------------------------------------
-@pytest.mark.parametrize("tile", ["../x001y001", "x001y001/../../", "x001y001;rm -rf ~", "x001y001$(id)",
-                                  "x001y001\n", "x" + "1" * 300 + "y001"])  # fmt: skip
+@pytest.mark.parametrize(
+    "tile",
+    [
+        "../x001y001",
+        "x001y001/../../",
+        "x001y001;rm -rf ~",
+        "x001y001$(id)",
+        "x001y001\n",
+        "x" + "1" * 300 + "y001",
+    ],
+)
 def test_hostile_tile_ids_are_refused_before_any_path(tmp_path: Path, tile: str) -> None:
     with pytest.raises(UserInputError, match="invalid tile id"):
         TileId.parse(tile)
     marker = tmp_path / "touched"
-    proc = gmrun("run-tile", "--plan", str(tmp_path / "plan"), "--tile", tile,
-                 "--output", str(tmp_path / "out"), env={"HOME": str(marker)})  # fmt: skip
+    proc = gmrun(
+        "run-tile",
+        "--plan",
+        str(tmp_path / "plan"),
+        "--tile",
+        tile,
+        "--output",
+        str(tmp_path / "out"),
+        env={"HOME": str(marker)},
+    )
     assert_clean_error(proc, "invalid tile id")
     assert not (tmp_path / "out").exists() and not marker.exists()
 
@@ -307,7 +356,7 @@ def test_http_timeout_fails_naming_the_asset(
 def test_gdal_settings_from_config_endpoint_and_env() -> None:
     """input.* and the S3 endpoint become GDAL settings; a variable already set wins."""
     code = (
-        "import json; from runner.config import parse_config; from runner.tile import gdal_environment;"
+        "import json; from runner.common.config import parse_config; from runner.worker.gdal import gdal_environment;"
         "print(json.dumps(gdal_environment(parse_config({'input': {'http_timeout': 7, 'retry_delay': 0.5,"
         " 'retries': 4, 'vsi_cache': True, 'vsi_cache_size_mib': 8}}))))"
     )

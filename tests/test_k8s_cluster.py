@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from runner import k8s
-from runner.k8s_cli import k8s as k8s_group
+from runner.cli.k8s import k8s as k8s_group
+from runner.fanout import k8s
+from runner.fanout.k8s import client as k8s_client
 from tests.k8s.cluster import TestCluster, get_cluster
 from tests.k8s.executor import PodExecutor, fake_gmrun
 from tests.k8s.plans import make_plan
@@ -143,8 +144,18 @@ def test_max_active_tops_up(cluster: TestCluster, tmp_path: Path) -> None:
     plan = make_plan(tmp_path / "plan", 6)
     ex = executor(c, "maxa", parallel=6, env={"FAKE_WORKER_SECONDS": "1.0"})
     with ex:
-        r = gm(c, "submit", "--plan", plan.url, "--batch", "maxa", "--max-active", "2",
-               "--poll-interval", "0.3")  # fmt: skip
+        r = gm(
+            c,
+            "submit",
+            "--plan",
+            plan.url,
+            "--batch",
+            "maxa",
+            "--max-active",
+            "2",
+            "--poll-interval",
+            "0.3",
+        )
         assert r.exit_code == 0, r.output
         assert "created 6 Jobs" in r.output
         wait_for("all done", lambda: all_in(status(c, "maxa"), "succeeded"))
@@ -156,8 +167,18 @@ def test_done_tiles_are_skipped_and_ttl_cleans_up(cluster: TestCluster, tmp_path
     c = cluster
     plan = make_plan(tmp_path / "plan", 3, {"kubernetes": {"ttl_seconds_after_finished": 0}})
     with executor(c, "ttl"):
-        r = gm(c, "submit", "--plan", plan.url, "--batch", "ttl", "--max-active", "1",
-               "--poll-interval", "0.3")  # fmt: skip
+        r = gm(
+            c,
+            "submit",
+            "--plan",
+            plan.url,
+            "--batch",
+            "ttl",
+            "--max-active",
+            "1",
+            "--poll-interval",
+            "0.3",
+        )
         assert r.exit_code == 0, r.output
         # ttlSecondsAfterFinished: 0 -> the TTL controller deletes each finished Job
         wait_for(
@@ -212,8 +233,11 @@ def test_kubectl_accepts_the_manifests(cluster: TestCluster, tmp_path: Path) -> 
     for args in (["-f", str(out)], ["-k", str(out)], ["-k", str(repo / "k8s")]):
         p = subprocess.run(
             [str(c.kubectl), "apply", "--dry-run=server", *args],
-            env=c.env(), capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            env=c.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert p.returncode == 0, p.stderr
         if "k8s" not in args[-1]:
             assert p.stdout.count("job.batch/gm-kubectl-") == 3, p.stdout
@@ -222,7 +246,7 @@ def test_kubectl_accepts_the_manifests(cluster: TestCluster, tmp_path: Path) -> 
 def test_status_paginates(
     cluster: TestCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(k8s, "_PAGE", 4)
+    monkeypatch.setattr(k8s_client, "_PAGE", 4)  # 10 Jobs: 3 pages of a list call
     plan = make_plan(tmp_path / "plan", 10)
     cl = k8s.Cluster(str(cluster.kubeconfig))
     opts = k8s.JobOptions.from_config(plan.config.kubernetes)

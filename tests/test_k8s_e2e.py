@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from runner.grid import TileId
-from runner.outputs import TileOutputs, output_bands
-from runner.plan import Plan
+from runner.planner.grid import TileId
+from runner.planner.plan import Plan
+from runner.worker.outputs import TileOutputs, output_bands
 from tests.k8s.cluster import TestCluster, get_cluster
 from tests.test_k8s_cluster import all_in, executor, gm, status, wait_for
 
@@ -43,7 +43,7 @@ def _gmrun(*args: str) -> str:
 
 @pytest.fixture(scope="module")
 def synthetic_plan(tmp_path_factory: pytest.TempPathFactory) -> Plan:
-    from runner.demo import demo_layout, write_config
+    from runner.demo.layout import demo_layout, write_config
 
     root = tmp_path_factory.mktemp("e2e")
     layout = demo_layout(tile_px=64)
@@ -54,8 +54,19 @@ def synthetic_plan(tmp_path_factory: pytest.TempPathFactory) -> Plan:
     bbox = ",".join(f"{v:.6f}" for v in layout.bbox)
     _gmrun("synth", str(root / "catalog"), "--bbox", bbox, "--dates", "4", "--seed", "3")
     tiles = ",".join(str(t) for t in layout.tiles)
-    _gmrun("plan", "--catalog", str(root / "catalog/items.ndjson"), "--tiles", tiles,
-           "--year", "2023", "--config", str(cfg), "-o", str(root / "plan"))  # fmt: skip
+    _gmrun(
+        "plan",
+        "--catalog",
+        str(root / "catalog/items.ndjson"),
+        "--tiles",
+        tiles,
+        "--year",
+        "2023",
+        "--config",
+        str(cfg),
+        "-o",
+        str(root / "plan"),
+    )
     plan = Plan.load(str(root / "plan"))
     assert len(plan.tiles) >= 4
     return plan

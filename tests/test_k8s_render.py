@@ -9,10 +9,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from runner import k8s
-from runner.errors import UserInputError
-from runner.grid import TileId
-from runner.k8s_cli import k8s as k8s_group
+from runner.cli.k8s import k8s as k8s_group
+from runner.common.errors import UserInputError
+from runner.fanout import k8s
+from runner.fanout.k8s.manifests import _DNS_LABEL_RE
+from runner.planner.grid import TileId
 from tests.k8s.plans import make_plan
 
 
@@ -30,11 +31,29 @@ def test_job_names_are_dns_labels() -> None:
     assert k8s.job_name("b", TileId(-5, -12)) == "gm-b-xm05ym12"
     longest = k8s.job_name("a" * k8s.MAX_BATCH_LEN, TileId(-1234, -1234))
     assert len(longest) <= 63
-    assert k8s._DNS_LABEL_RE.match(longest)
+    assert _DNS_LABEL_RE.match(longest)
 
 
-@pytest.mark.parametrize("bad", ["", "2023_A", "UPPER", "-x", "x-", "a.b", "a" * 48, "a b", "../x",
-                                 "a/../b", "a;rm -rf ~", "$(id)", "a`id`", "a\nb", "a" * 500])  # fmt: skip
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "2023_A",
+        "UPPER",
+        "-x",
+        "x-",
+        "a.b",
+        "a" * 48,
+        "a b",
+        "../x",
+        "a/../b",
+        "a;rm -rf ~",
+        "$(id)",
+        "a`id`",
+        "a\nb",
+        "a" * 500,
+    ],
+)
 def test_bad_batch_names(bad: str) -> None:
     with pytest.raises(UserInputError, match="invalid batch name"):
         k8s.validate_batch_name(bad)
@@ -170,12 +189,18 @@ def test_no_kubeconfig_is_a_clear_error(
 
 def test_unreachable_cluster_is_a_clear_error(plan: Any, tmp_path: Path) -> None:
     kc = tmp_path / "kubeconfig"
-    kc.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-    }))  # fmt: skip
+    kc.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "c",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            }
+        )
+    )
     r = CliRunner().invoke(
         k8s_group, ["submit", "--plan", plan.url, "--batch", "b", "--kubeconfig", str(kc)]
     )
@@ -240,8 +265,16 @@ def test_status_states() -> None:
         k8s.job_status(_job([{"type": "Complete", "status": "True"}], succeeded=1), []).state
         == "succeeded"
     )
-    deadline = _job([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
-                      "message": "Job was active longer than specified deadline"}])  # fmt: skip
+    deadline = _job(
+        [
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "DeadlineExceeded",
+                "message": "Job was active longer than specified deadline",
+            }
+        ]
+    )
     st = k8s.job_status(deadline, [])
     assert st.state == "failed" and st.reason.startswith("DeadlineExceeded: Job was active")
     running = {"metadata": {}, "status": {"phase": "Running"}}
@@ -290,9 +323,18 @@ def test_rendered_manifests_carry_no_credentials(
     out = tmp_path / "jobs"
     r = CliRunner().invoke(
         k8s_group,
-        ["render", "--plan", plan.url, "--batch", "b1", "-o", str(out),
-         "--endpoint-url", "http://minio.local:9000"],
-    )  # fmt: skip
+        [
+            "render",
+            "--plan",
+            plan.url,
+            "--batch",
+            "b1",
+            "-o",
+            str(out),
+            "--endpoint-url",
+            "http://minio.local:9000",
+        ],
+    )
     assert r.exit_code == 0, r.output
     files = sorted(out.iterdir())
     assert len(files) == len(plan.tiles) + 1
@@ -307,8 +349,16 @@ def test_rendered_manifests_carry_no_credentials(
     assert [k for k in env if k.startswith("AWS_")] == ["AWS_ENDPOINT_URL"]
 
 
-@pytest.mark.parametrize("url", ["http://key:secret@minio:9000", "ftp://minio", "http://minio/x?a=b",
-                                 "http://minio:9000/bucket", "minio:9000"])  # fmt: skip
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://key:secret@minio:9000",
+        "ftp://minio",
+        "http://minio/x?a=b",
+        "http://minio:9000/bucket",
+        "minio:9000",
+    ],
+)
 def test_endpoint_with_credentials_or_path_is_refused(plan: Any, tmp_path: Path, url: str) -> None:
     out = tmp_path / "jobs"
     r = CliRunner().invoke(

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from odc.geo import CRS
 
-from runner.config import RunConfig
-from runner.errors import UserInputError
-from runner.grid import TileGrid, TileId
-from runner.region import named_region, parse_geojson, read_tiles_file, select_tiles
+from runner.common.config import RunConfig
+from runner.common.errors import UserInputError
+from runner.planner.grid import TileGrid, TileId
+from runner.planner.region import named_region, parse_geojson, read_tiles_file, select_tiles
 from tests.conftest import assert_clean_error, gmrun
 
 GRID = TileGrid.from_config(RunConfig().grid)
@@ -63,10 +63,17 @@ def test_geojson_kinds_and_crs() -> None:
         assert sorted(GRID.tiles(parse_geojson(doc))) == want
     # the same square in EPSG:6933 metres, named by a crs member
     b = GRID.bounds(TileId(200, 80))
-    ring = [[b.left + 1e3, b.bottom + 1e3], [b.left + 2e3, b.bottom + 1e3], [b.left + 2e3, b.bottom + 2e3],
-            [b.left + 1e3, b.bottom + 1e3]]  # fmt: skip
-    doc = {"type": "Polygon", "coordinates": [ring],
-           "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::6933"}}}  # fmt: skip
+    ring = [
+        [b.left + 1e3, b.bottom + 1e3],
+        [b.left + 2e3, b.bottom + 1e3],
+        [b.left + 2e3, b.bottom + 2e3],
+        [b.left + 1e3, b.bottom + 1e3],
+    ]
+    doc = {
+        "type": "Polygon",
+        "coordinates": [ring],
+        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::6933"}},
+    }
     assert list(GRID.tiles(parse_geojson(doc))) == [TileId(200, 80)]
 
 
@@ -173,9 +180,11 @@ def _bench():
 def test_streamed_plan_equals_in_memory_plan_and_writes_outputs(tmp_path: Path) -> None:
     from PIL import Image
 
-    from runner.catalog import read_items
-    from runner.period import Period
-    from runner.plan import Plan, build_plan, stream_plan, write_outputs
+    from runner.planner.assign import build_plan, stream_plan
+    from runner.planner.catalog import read_items
+    from runner.planner.period import Period
+    from runner.planner.plan import Plan
+    from runner.planner.report import write_map_files
 
     bench = _bench()
     items = tmp_path / "items.ndjson"
@@ -202,7 +211,7 @@ def test_streamed_plan_equals_in_memory_plan_and_writes_outputs(tmp_path: Path) 
     for t in tiles:
         assert Plan.load(str(tmp_path / "plan2")).items(t) == ref_items[t]
 
-    write_outputs(loaded, str(tmp_path / "plan"), parse_geojson(_square(14, -1, 3)))
+    write_map_files(loaded, str(tmp_path / "plan"), parse_geojson(_square(14, -1, 3)))
     doc = json.loads((tmp_path / "plan/tiles.geojson").read_text())
     assert [f["properties"]["tile"] for f in doc["features"]] == [str(t) for t in sorted(tiles)]
     f0 = doc["features"][0]["properties"]
@@ -214,7 +223,7 @@ def test_streamed_plan_equals_in_memory_plan_and_writes_outputs(tmp_path: Path) 
 def test_antimeridian_footprints() -> None:
     """A footprint across ±180° (written with a +179.5° → −179.5° jump, or split at ±180° as the
     STAC spec advises) matches the tiles on both sides of it, not the globe the other way round."""
-    from runner.catalog import assign_to_tiles, solar_day
+    from runner.planner.catalog import assign_to_tiles, solar_day
 
     east, west, far = (
         GRID.locate_lonlat(179.8, 10.0),
@@ -223,12 +232,19 @@ def test_antimeridian_footprints() -> None:
     )
     naive = _square(179.5, 9.9, 1.0)
     naive["coordinates"][0] = [[(x - 360 if x > 180 else x), y] for x, y in naive["coordinates"][0]]
-    split = {"type": "MultiPolygon", "coordinates": [_square(179.5, 9.9, 0.5)["coordinates"],
-                                                      _square(-180.0, 9.9, 0.5)["coordinates"]]}  # fmt: skip
+    split = {
+        "type": "MultiPolygon",
+        "coordinates": [
+            _square(179.5, 9.9, 0.5)["coordinates"],
+            _square(-180.0, 9.9, 0.5)["coordinates"],
+        ],
+    }
     inside = _square(10.0, 9.9, 1.0)  # an ordinary footprint near the tile at 0°, as a control
     near = GRID.locate_lonlat(10.5, 10.4)
-    items = [{"id": name, "geometry": g, "properties": {"datetime": "2023-06-01T23:30:00Z"}}
-             for name, g in (("naive", naive), ("split", split), ("inside", inside))]  # fmt: skip
+    items = [
+        {"id": name, "geometry": g, "properties": {"datetime": "2023-06-01T23:30:00Z"}}
+        for name, g in (("naive", naive), ("split", split), ("inside", inside))
+    ]
     got = assign_to_tiles(items, GRID, [east, west, far, near])
     assert [it["id"] for it in got[east]] == ["naive", "split"]
     assert [it["id"] for it in got[west]] == ["naive", "split"]
@@ -244,8 +260,17 @@ def test_plan_cli_writes_plan_and_outputs(tmp_path: Path) -> None:
     bench.generate(items, 200, 2)
     tf = tmp_path / "tiles.txt"
     tf.write_text("\n".join(str(t) for t in bench.region_tiles(2)))
-    proc = gmrun("plan", "--catalog", str(items), "--tiles-file", str(tf), "--year", "2023",
-                 "-o", str(tmp_path / "plan"))  # fmt: skip
+    proc = gmrun(
+        "plan",
+        "--catalog",
+        str(items),
+        "--tiles-file",
+        str(tf),
+        "--year",
+        "2023",
+        "-o",
+        str(tmp_path / "plan"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "estimated node-hours" in proc.stdout and "total cube" in proc.stdout
     for name in ("plan.json", "tiles.geojson", "tiles.png"):
@@ -272,7 +297,7 @@ def test_plan_cli_writes_plan_and_outputs(tmp_path: Path) -> None:
     ],
 )
 def test_parse_fields_reads_top_level_members(doc: dict) -> None:
-    from runner.catalog import parse_fields
+    from runner.planner.catalog import parse_fields
 
     fields = frozenset(("id", "geometry", "properties"))
     for line in (
@@ -284,7 +309,7 @@ def test_parse_fields_reads_top_level_members(doc: dict) -> None:
 
 
 def test_parse_fields_errors_like_json() -> None:
-    from runner.catalog import parse_fields
+    from runner.planner.catalog import parse_fields
 
     for bad in ('{"id": "a", "geometry": {', '{"id" "a"}', "[1, 2]", '{"id": "a",, "x": 1}'):
         try:
@@ -321,5 +346,7 @@ def test_plan_errors_exit_2_in_one_line(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "p/plan.json").read_text())
     doc["schema"] = "gmrun/plan/999"
     (tmp_path / "p/plan.json").write_text(json.dumps(doc))
-    assert_clean_error(gmrun("run-tile", "--plan", str(tmp_path / "p"), "--tile", doc["tiles"][0]["tile"]),
-                       "plan schema 'gmrun/plan/999' is not supported")  # fmt: skip
+    assert_clean_error(
+        gmrun("run-tile", "--plan", str(tmp_path / "p"), "--tile", doc["tiles"][0]["tile"]),
+        "plan schema 'gmrun/plan/999' is not supported",
+    )

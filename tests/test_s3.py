@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runner import store
-from runner.catalog import read_items
-from runner.grid import TileId
-from runner.outputs import COG_TYPE, TileOutputs, output_bands
-from runner.period import Period
-from runner.plan import Plan, build_plan
+from runner.common import store
+from runner.planner.assign import build_plan
+from runner.planner.catalog import read_items
+from runner.planner.grid import TileId
+from runner.planner.period import Period
+from runner.planner.plan import Plan
+from runner.worker.outputs import COG_TYPE, TileOutputs, output_bands
 from tests.conftest import Synth, assert_clean_error, gmrun, make_plan, tile_items, with_changes
 from tests.servers import S3Proxy, S3Server, moto_s3, s3_fault_proxy
 
@@ -41,7 +42,7 @@ def s3_server() -> Iterator[S3Server]:
 
 @pytest.fixture
 def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
-    """This process talks to the server too (boto3 via runner.store; GDAL via /vsis3/)."""
+    """This process talks to the server too (boto3 via runner.common.store; GDAL via /vsis3/)."""
     for k, v in s3_server.env().items():
         monkeypatch.setenv(k, v)
     store.s3_client.cache_clear()
@@ -185,9 +186,12 @@ def _unset_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_s3_inputs_with_endpoint_url_match_local_files(
-    synth_catalog: Synth, reference: Reference, s3: S3Server, tmp_path: Path,
+    synth_catalog: Synth,
+    reference: Reference,
+    s3: S3Server,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     """Input COGs on s3:// read through GDAL's /vsis3/, the endpoint given only as
     --endpoint-url; outputs written with output.acl; arrays equal to the local-file run's."""
     client = store.s3_client()
@@ -199,7 +203,9 @@ def test_s3_inputs_with_endpoint_url_match_local_files(
     with tile_items(plan, TILE) as items:
         for it in items:
             for a in it["assets"].values():
-                key = "inputs/" + Path(a["href"]).resolve().relative_to(synth_catalog.root).as_posix()
+                key = (
+                    "inputs/" + Path(a["href"]).resolve().relative_to(synth_catalog.root).as_posix()
+                )
                 client.upload_file(a["href"], BUCKET, key)
                 a["href"] = f"s3://{BUCKET}/{key}"
                 uploaded += 1
@@ -227,8 +233,9 @@ def test_s3_inputs_with_endpoint_url_match_local_files(
     ]
     for key in keys:
         grants = store.s3_client().get_object_acl(Bucket=BUCKET, Key=key)["Grants"]
-        assert any(g["Grantee"].get("URI") == all_users and g["Permission"] == "READ"
-                   for g in grants), (key, grants)  # fmt: skip
+        assert any(
+            g["Grantee"].get("URI") == all_users and g["Permission"] == "READ" for g in grants
+        ), (key, grants)
     # ... and an object written without an ACL (an input) has none of it: the check can fail
     plain = client.get_object_acl(
         Bucket=BUCKET, Key=store.split_s3(items[0]["assets"]["B02"]["href"])[1]
@@ -244,8 +251,18 @@ def proxy(s3: S3Server, tmp_path: Path) -> Iterator[S3Proxy]:
 
 def _put_run(plan: Plan, location: str, endpoint: str) -> subprocess.CompletedProcess[str]:
     env = {"GMRUN_S3_MULTIPART_THRESHOLD": str(64 * 1024), "AWS_MAX_ATTEMPTS": "3"}
-    return gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE), "--output", location,
-                 "--endpoint-url", endpoint, env=env)  # fmt: skip
+    return gmrun(
+        "run-tile",
+        "--plan",
+        plan.url,
+        "--tile",
+        str(TILE),
+        "--output",
+        location,
+        "--endpoint-url",
+        endpoint,
+        env=env,
+    )
 
 
 def test_s3_put_faults_persistent_then_transient(
@@ -270,8 +287,9 @@ def test_s3_put_faults_persistent_then_transient(
     assert 0 < written.get("KeyCount", 0) < len(reference.cogs), (
         "some COGs went up before the fault"
     )
-    assert not client.list_multipart_uploads(Bucket=BUCKET).get("Uploads"), \
-        "a failed multipart upload is aborted"  # fmt: skip
+    assert not client.list_multipart_uploads(Bucket=BUCKET).get("Uploads"), (
+        "a failed multipart upload is aborted"
+    )
 
     px.set_rules(  # transient: each fails once or twice, then the request goes through
         UploadPart={"from": 6, "count": 2, "mode": "reset"},
@@ -307,10 +325,25 @@ def test_sigkill_during_multipart_upload_then_rerun(
     px.set_rules(UploadPart={"from": 3, "count": 1, "mode": "hang", "seconds": 60})
     env = {"GMRUN_S3_MULTIPART_THRESHOLD": str(64 * 1024), "AWS_MAX_ATTEMPTS": "3"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runner.cli", "run-tile", "--plan", reference.plan.url, "--tile",
-         str(TILE), "--output", location, "--endpoint-url", px.endpoint],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, env={**os.environ, **env},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "runner.cli",
+            "run-tile",
+            "--plan",
+            reference.plan.url,
+            "--tile",
+            str(TILE),
+            "--output",
+            location,
+            "--endpoint-url",
+            px.endpoint,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        env={**os.environ, **env},
+    )
     try:
         deadline = time.monotonic() + 300
         while not px.failures() and proc.poll() is None and time.monotonic() < deadline:
@@ -334,11 +367,29 @@ def test_sigkill_during_multipart_upload_then_rerun(
 
 
 def test_endpoint_url_is_validated(tmp_path: Path) -> None:
-    proc = gmrun("run-tile", "--plan", str(tmp_path / "plan"), "--tile", "x001y000",
-                 "--endpoint-url", "http://AKIA:secret@minio:9000")  # fmt: skip
+    proc = gmrun(
+        "run-tile",
+        "--plan",
+        str(tmp_path / "plan"),
+        "--tile",
+        "x001y000",
+        "--endpoint-url",
+        "http://AKIA:secret@minio:9000",
+    )
     assert_clean_error(proc, "invalid endpoint URL", "credentials")
     assert "secret" not in proc.stderr
-    proc = gmrun("plan", "--catalog", "s3://b/items.ndjson", "--tiles", "x001y000", "--year", "2023",
-                 "-o", str(tmp_path / "p"), "--endpoint-url", "minio:9000")  # fmt: skip
+    proc = gmrun(
+        "plan",
+        "--catalog",
+        "s3://b/items.ndjson",
+        "--tiles",
+        "x001y000",
+        "--year",
+        "2023",
+        "-o",
+        str(tmp_path / "p"),
+        "--endpoint-url",
+        "minio:9000",
+    )
     assert_clean_error(proc, "invalid endpoint URL 'minio:9000'")
     assert not (tmp_path / "p").exists()

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from runner.config import RunConfig
-from runner.grid import TileId
-from runner.outputs import TileOutputs
-from runner.plan import Plan
-from runner.signing import SasSigner, blob_container, redact_tokens
-from runner.stac_api import config_for_catalog
+from runner.common.config import RunConfig
+from runner.planner.grid import TileId
+from runner.planner.plan import Plan
+from runner.planner.stac_api import config_for_catalog
+from runner.worker.outputs import TileOutputs
+from runner.worker.signing import SasSigner, blob_container, redact_tokens
 from tests.conftest import (
     Synth,
     assert_clean_error,
@@ -44,8 +44,9 @@ def server(synth_catalog: Synth, tmp_path: Path) -> Iterator[HttpServer]:
 # --- units ----------------------------------------------------------------------------------
 def test_blob_containers_and_redaction() -> None:
     assert blob_container(f"https://{ACCOUNT}.blob.core.windows.net/{CONTAINER}/a/b.tif") == (
-        ACCOUNT, CONTAINER,
-    )  # fmt: skip
+        ACCOUNT,
+        CONTAINER,
+    )
     assert blob_container("https://x.blob.core.windows.net/c/a.tif?st=1&sig=x") is None  # signed
     assert blob_container("https://example.com/c/a.tif") is None
     assert blob_container("/data/a.tif") is None
@@ -55,7 +56,9 @@ def test_blob_containers_and_redaction() -> None:
 
 
 def test_planetary_computer_preset_turns_signing_on() -> None:
-    assert config_for_catalog(RunConfig(), "planetary-computer").input.signing == "planetary-computer"
+    assert (
+        config_for_catalog(RunConfig(), "planetary-computer").input.signing == "planetary-computer"
+    )
     assert config_for_catalog(RunConfig(), "earth-search").input.signing == "none"
     assert config_for_catalog(RunConfig(), "items.ndjson").input.signing == "none"
 
@@ -82,18 +85,23 @@ def test_signer_caches_renews_and_refetches(server: HttpServer) -> None:
 
 
 def test_token_api_errors_are_one_line(tmp_path: Path) -> None:
-    from runner.errors import InputAssetError
+    from runner.common.errors import InputAssetError
 
     signer = SasSigner("http://127.0.0.1:9/api/sas/v1/token", retries=0, timeout=2)
-    with pytest.raises(InputAssetError, match=r"cannot get a SAS token from http://127\.0\.0\.1:9/"):
+    with pytest.raises(
+        InputAssetError, match=r"cannot get a SAS token from http://127\.0\.0\.1:9/"
+    ):
         signer.sign(f"http://{ACCOUNT}.blob.core.windows.net/{CONTAINER}/x.tif")
 
 
 # --- the worker -----------------------------------------------------------------------------
 def _blob_plan(synth: Synth, folder: Path, srv: HttpServer, **input_cfg: object) -> Plan:
     """A plan of the tile whose item hrefs are unsigned Azure blob URLs served by ``srv``."""
-    cfg = with_changes(synth.layout.config, output={"location": str(folder / "out")},
-                       input={"retries": 1, "sas_token_url": srv.sas_token_url, **input_cfg})  # fmt: skip
+    cfg = with_changes(
+        synth.layout.config,
+        output={"location": str(folder / "out")},
+        input={"retries": 1, "sas_token_url": srv.sas_token_url, **input_cfg},
+    )
     plan = make_plan(synth, folder / "plan", cfg, tiles=[TILE])
     with tile_items(plan, TILE) as items:
         for it in items:
@@ -104,8 +112,9 @@ def _blob_plan(synth: Synth, folder: Path, srv: HttpServer, **input_cfg: object)
 
 def _run(plan: Plan, srv: HttpServer, *args: str):
     env = {"GDAL_HTTP_PROXY": srv.base, "NO_PROXY": "", "no_proxy": ""}
-    return gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE), "--log-format", "json",
-                 *args, env=env)  # fmt: skip
+    return gmrun(
+        "run-tile", "--plan", plan.url, "--tile", str(TILE), "--log-format", "json", *args, env=env
+    )
 
 
 @pytest.mark.slow
@@ -115,9 +124,14 @@ def test_worker_signs_blob_hrefs_at_read_time(
     """Unsigned: every read is refused (403) and the tile fails naming the plain asset. Signed:
     one token for the whole tile, outputs byte-identical to the local-file run. A token the
     storage refuses (revoked) costs one reload with a fresh token. No token reaches stderr."""
-    local = make_plan(synth_catalog, tmp_path / "local" / "plan",
-                      with_changes(synth_catalog.layout.config, output={"location": str(tmp_path / "local" / "out")}),
-                      tiles=[TILE])  # fmt: skip
+    local = make_plan(
+        synth_catalog,
+        tmp_path / "local" / "plan",
+        with_changes(
+            synth_catalog.layout.config, output={"location": str(tmp_path / "local" / "out")}
+        ),
+        tiles=[TILE],
+    )
     proc = gmrun("run-tile", "--plan", local.url, "--tile", str(TILE))
     assert proc.returncode == 0, proc.stderr
     want = tile_cogs(TileOutputs.of(local.config, TILE, local.period))
@@ -152,29 +166,36 @@ def test_signer_renews_between_row_bands(
     band: the tokens are due, so the hrefs are signed again before the next band."""
     import logging
 
-    from runner.tile import load_bands
+    from runner.worker.load import TileLoader
 
     plan = _blob_plan(synth_catalog, tmp_path, server, signing="planetary-computer", chunk=120)
     now = [time.time()]
     signer = SasSigner(plan.config.input.sas_token_url, clock=lambda: now[0])
     bands: list[int] = []
-
-    def on_band(cube, band) -> None:
-        bands.append(band.index)
-        now[0] += 3000
-
+    loader = TileLoader(
+        plan.items(TILE),
+        plan.config,
+        plan.grid.geobox(TILE),
+        logging.LoggerAdapter(logging.getLogger("test")),
+        row_bands=3,
+        signer=signer,
+    )
     os.environ["GDAL_HTTP_PROXY"] = server.base
     try:
-        stats = load_bands(plan.items(TILE), plan.config, plan.grid.geobox(TILE),
-                           logging.getLogger("test"), on_band, row_bands=3, signer=signer)  # fmt: skip
+        for _cube, band in loader.bands():
+            bands.append(band.index)
+            now[0] += 3000
     finally:
         del os.environ["GDAL_HTTP_PROXY"]
+    stats = loader.stats
     assert bands == [0, 1, 2] and stats.restarts == 0
     assert len(server.tokens_issued()) == 3, server.tokens_issued()
 
 
 @pytest.mark.parametrize("skew", [-36000.0, 7200.0])
-def test_a_skewed_clock_neither_hammers_nor_keeps_stale_tokens(server: HttpServer, skew: float) -> None:
+def test_a_skewed_clock_neither_hammers_nor_keeps_stale_tokens(
+    server: HttpServer, skew: float
+) -> None:
     """The token's life is taken from the server's Date header: a clock 10 h behind or 2 h ahead
     of the server (past the token's expiry by its own reckoning) still uses one token per
     container, and renews it 600 s before the end of its life."""

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from runner.catalog import read_items
-from runner.config import RunConfig
-from runner.demo import DEMO_PERIOD
-from runner.errors import UserInputError
-from runner.grid import TileGrid, TileId
-from runner.period import Period
-from runner.plan import Plan, stream_plan
-from runner.stac_api import (
+from runner.common.config import RunConfig
+from runner.common.errors import UserInputError
+from runner.demo.layout import DEMO_PERIOD
+from runner.planner.assign import stream_plan
+from runner.planner.catalog import read_items
+from runner.planner.grid import TileGrid, TileId
+from runner.planner.period import Period
+from runner.planner.plan import Plan
+from runner.planner.stac_api import (
     PRESETS,
     StacApi,
     StacApiSearch,
@@ -61,8 +62,9 @@ def _api(server: StacServer, **kw: object) -> StacApi:
 def _api_plan(
     config: RunConfig, synth: Synth, api: StacApi, folder: Path
 ) -> tuple[Plan, StacApiSearch]:
-    search = StacApiSearch(api, TileGrid.from_config(config.grid), _tiles(synth), PERIOD,
-                           config.input.max_cloud_cover)  # fmt: skip
+    search = StacApiSearch(
+        api, TileGrid.from_config(config.grid), _tiles(synth), PERIOD, config.input.max_cloud_cover
+    )
     stream_plan(config, _tiles(synth), api.source, PERIOD, str(folder), records=search.records())
     return Plan.load(str(folder)), search
 
@@ -149,12 +151,18 @@ def test_cloud_cover_filter_follows_conformance() -> None:
 
 def test_relative_hrefs_are_resolved_against_the_self_link() -> None:
     item = {
-        "links": [{"rel": "self", "href": "https://api.example/collections/c/items/i"},
-                  {"rel": "collection", "href": "https://api.example/collections/c"}],
-        "assets": {"a": {"href": "./B02.tif"}, "b": {"href": "../../data/B03.tif"},
-                   "c": {"href": "https://cdn.example/B04.tif"}, "d": {"href": "/shared/B05.tif"},
-                   "e": {"href": "s3://bucket/B06.tif"}},
-    }  # fmt: skip
+        "links": [
+            {"rel": "self", "href": "https://api.example/collections/c/items/i"},
+            {"rel": "collection", "href": "https://api.example/collections/c"},
+        ],
+        "assets": {
+            "a": {"href": "./B02.tif"},
+            "b": {"href": "../../data/B03.tif"},
+            "c": {"href": "https://cdn.example/B04.tif"},
+            "d": {"href": "/shared/B05.tif"},
+            "e": {"href": "s3://bucket/B06.tif"},
+        },
+    }
     got = absolute_hrefs(item)
     assert {k: a["href"] for k, a in got["assets"].items()} == {
         "a": "https://api.example/collections/c/items/B02.tif",
@@ -203,11 +211,24 @@ def config_file(synth_catalog: Synth, tmp_path: Path) -> Path:
     return path
 
 
-def test_gmrun_plan_with_stac_api(synth_catalog: Synth, stac_server: StacServer, tmp_path: Path,
-                                  config_file: Path) -> None:  # fmt: skip
+def test_gmrun_plan_with_stac_api(
+    synth_catalog: Synth, stac_server: StacServer, tmp_path: Path, config_file: Path
+) -> None:
     args = [*_tile_args(synth_catalog), "--config", str(config_file)]
-    proc = gmrun("plan", "--stac-api", stac_server.url, "--collection", "sentinel-2-l2a", "--page-size", "10",
-                 "--block-tiles", "1", *args, "-o", str(tmp_path / "api"))  # fmt: skip
+    proc = gmrun(
+        "plan",
+        "--stac-api",
+        stac_server.url,
+        "--collection",
+        "sentinel-2-l2a",
+        "--page-size",
+        "10",
+        "--block-tiles",
+        "1",
+        *args,
+        "-o",
+        str(tmp_path / "api"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "4 block searches" in " ".join(proc.stdout.split())
     ref = gmrun(
@@ -224,9 +245,18 @@ def test_gmrun_plan_with_stac_api(synth_catalog: Synth, stac_server: StacServer,
 def test_unreachable_stac_api_fails_after_retries(synth_catalog: Synth, config_file: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     t0 = time.monotonic()
-    proc = gmrun("plan", "--stac-api", url, "--collection", "sentinel-2-l2a", *_tile_args(synth_catalog),
-                 "--config", str(config_file), "--dry-run",
-                 env={"GMRUN_STAC_RETRIES": "3", "GMRUN_STAC_BACKOFF": "0.05"})  # fmt: skip
+    proc = gmrun(
+        "plan",
+        "--stac-api",
+        url,
+        "--collection",
+        "sentinel-2-l2a",
+        *_tile_args(synth_catalog),
+        "--config",
+        str(config_file),
+        "--dry-run",
+        env={"GMRUN_STAC_RETRIES": "3", "GMRUN_STAC_BACKOFF": "0.05"},
+    )
     assert time.monotonic() - t0 < 20  # mostly the interpreter's start on a loaded machine
     assert_clean_error(proc, f"STAC API {url}", "failed after 3 retries", "Connection refused")
 
@@ -249,8 +279,9 @@ def test_connection_errors_are_retried_with_backoff() -> None:
     assert time.monotonic() - t0 < 1
 
 
-def test_rate_limit_is_retried_honouring_retry_after(synth_catalog: Synth, stac_server: StacServer,
-                                                     tmp_path: Path) -> None:  # fmt: skip
+def test_rate_limit_is_retried_honouring_retry_after(
+    synth_catalog: Synth, stac_server: StacServer, tmp_path: Path
+) -> None:
     config = synth_catalog.layout.config
     with flaky_front(stac_server.url, failures=2, status=429, retry_after="1") as front:
         t0 = time.monotonic()
@@ -309,8 +340,12 @@ def test_max_items_guards_a_runaway_search(
     synth_catalog: Synth, stac_server: StacServer, tmp_path: Path
 ) -> None:
     with pytest.raises(UserInputError, match="matched more than --max-items 5 items"):
-        _api_plan(synth_catalog.layout.config, synth_catalog, _api(stac_server, max_items=5, page_size=3),
-                  tmp_path / "api")  # fmt: skip
+        _api_plan(
+            synth_catalog.layout.config,
+            synth_catalog,
+            _api(stac_server, max_items=5, page_size=3),
+            tmp_path / "api",
+        )
 
 
 # --- stac-geoparquet item files ----------------------------------------------------------------------
@@ -336,7 +371,7 @@ def test_geoparquet_catalog_equals_ndjson(synth_catalog: Synth, tmp_path: Path) 
 def test_geoparquet_catalog_on_s3(
     synth_catalog: Synth, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from runner import store
+    from runner.common import store
     from tests.servers import moto_s3
 
     parquet = tmp_path / "items.parquet"
@@ -370,7 +405,7 @@ def test_a_tile_planned_from_the_api_runs_like_the_file_plan(
     import numpy as np
     import rasterio
 
-    from runner.outputs import TileOutputs, output_bands
+    from runner.worker.outputs import TileOutputs, output_bands
 
     tile = TileId(0, 0)
     config = exact_run.plan.config

@@ -22,24 +22,22 @@ import numpy as np
 import pytest
 import rasterio
 
-from runner.catalog import read_items
-from runner.config import RunConfig
-from runner.demo import DEMO_PERIOD
-from runner.errors import UserInputError
-from runner.grid import TileId
-from runner.local import WorkerOptions, worker_command
-from runner.outputs import TileOutputs, output_bands
-from runner.period import Period
-from runner.plan import (
-    PLAN_FILE,
-    Plan,
+from runner.common.config import RunConfig
+from runner.common.errors import UserInputError
+from runner.demo.layout import DEMO_PERIOD
+from runner.fanout.local import WorkerOptions, worker_command
+from runner.planner.catalog import read_items
+from runner.planner.grid import TileId
+from runner.planner.period import Period
+from runner.planner.plan import PLAN_FILE, Plan, make_tile_plan
+from runner.planner.sizing import (
     band_height,
     band_memory,
     band_rows,
     estimate_memory,
-    make_tile_plan,
     row_bands_for,
 )
+from runner.worker.outputs import TileOutputs, output_bands
 from tests.conftest import (
     N_DATES,
     REPO,
@@ -63,8 +61,16 @@ _GIB = 2**30
 
 # --- sizing -------------------------------------------------------------------------------------------
 def test_band_rows_cover_the_tile_in_chunk_multiples() -> None:
-    for ny, n, chunk in [(9600, 5, 1024), (9600, 3, 1024), (360, 3, 120), (360, 2, 120), (361, 3, 120),
-                         (360, 4, 360), (100, 7, 64), (5, 9, None)]:  # fmt: skip
+    for ny, n, chunk in [
+        (9600, 5, 1024),
+        (9600, 3, 1024),
+        (360, 3, 120),
+        (360, 2, 120),
+        (361, 3, 120),
+        (360, 4, 360),
+        (100, 7, 64),
+        (5, 9, None),
+    ]:
         rows = band_rows(ny, n, chunk)
         assert rows[0][0] == 0 and rows[-1][1] == ny
         assert all(a[1] == b[0] for a, b in itertools.pairwise(rows)), rows
@@ -157,10 +163,14 @@ class Whole:
 
 
 def _plan(synth: Synth, folder: Path, period: Period = PERIOD) -> Plan:
-    from runner.plan import build_plan
+    from runner.planner.assign import build_plan
 
-    cfg = with_changes(synth.layout.config, input={"chunk": CHUNK}, output={"location": str(folder / "out")},
-                       kubernetes={"memory_overhead_mib": OVERHEAD_MIB})  # fmt: skip
+    cfg = with_changes(
+        synth.layout.config,
+        input={"chunk": CHUNK},
+        output={"location": str(folder / "out")},
+        memory={"overhead_mib": OVERHEAD_MIB},
+    )
     p, items = build_plan(cfg, [TILE], read_items(str(synth.result.catalog)), period)
     return p.save(str(folder / "plan"), items)
 
@@ -172,10 +182,29 @@ def _outputs(plan: Plan, location: Path) -> TileOutputs:
 def _worker(
     plan: Plan, location: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "runner.cli", "run-tile", "--plan", plan.url, "--tile", str(TILE),
-           "--output", str(location), "--log-format", "json", *args]  # fmt: skip
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                            env={**os.environ, **(env or {})})  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "runner.cli",
+        "run-tile",
+        "--plan",
+        plan.url,
+        "--tile",
+        str(TILE),
+        "--output",
+        str(location),
+        "--log-format",
+        "json",
+        *args,
+    ]
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -252,8 +281,10 @@ def test_max_memory_picks_bands_and_peak_rss_stays_under_it(
     proc = gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE), "--max-memory", "450Mi")
     assert proc.returncode == 0, proc.stderr
     m = json.loads(Path(TileOutputs.of(plan.config, TILE, plan.period).metrics_url).read_text())
-    print(f"{m['row_bands']} bands, buffer {m['cube_bytes'] / 1e6:.1f} MB of {m['tile_cube_bytes'] / 1e6:.1f} MB, "
-          f"peak RSS {m['peak_rss_bytes'] / _MIB:.0f} MiB, budget 450 MiB, {time.perf_counter() - t0:.0f} s")  # fmt: skip
+    print(
+        f"{m['row_bands']} bands, buffer {m['cube_bytes'] / 1e6:.1f} MB of {m['tile_cube_bytes'] / 1e6:.1f} MB, "
+        f"peak RSS {m['peak_rss_bytes'] / _MIB:.0f} MiB, budget 450 MiB, {time.perf_counter() - t0:.0f} s"
+    )
     assert m["observations"] == N_DATES
     assert m["row_bands"] == 3 and m["tile_cube_bytes"] == 3 * m["cube_bytes"]
     assert m["peak_rss_bytes"] <= budget
@@ -262,8 +293,17 @@ def test_max_memory_picks_bands_and_peak_rss_stays_under_it(
 @pytest.mark.slow
 def test_too_small_budget_is_a_one_line_error(synth_catalog: Synth, tmp_path: Path) -> None:
     plan = _plan(synth_catalog, tmp_path)
-    proc = gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE), "--output", str(tmp_path / "out"),
-                 "--max-memory", "200Mi")  # fmt: skip
+    proc = gmrun(
+        "run-tile",
+        "--plan",
+        plan.url,
+        "--tile",
+        str(TILE),
+        "--output",
+        str(tmp_path / "out"),
+        "--max-memory",
+        "200Mi",
+    )
     assert_clean_error(proc, "memory budget 200 MiB is too small", f"{PX}×{PX} px tile")
     assert not Path(_outputs(plan, tmp_path / "out").item_url).exists()
     bad = gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE), "--max-memory", "2GB")
@@ -338,8 +378,18 @@ def test_item_dropped_in_band_two_restarts_from_band_one(
     assert doc["gmrun:skipped_inputs"] == [item["id"]]
     assert doc["gmrun:metrics"]["load_restarts"] == 1 and doc["gmrun:metrics"]["row_bands"] == 3
     # the same inputs at once: the asset fails in the only band; same item dropped, same COGs
-    whole = gmrun("run-tile", "--plan", plan.url, "--tile", str(TILE), "--output", str(tmp_path / "whole"),
-                  "--row-bands", "1", "--skip-bad-inputs")  # fmt: skip
+    whole = gmrun(
+        "run-tile",
+        "--plan",
+        plan.url,
+        "--tile",
+        str(TILE),
+        "--output",
+        str(tmp_path / "whole"),
+        "--row-bands",
+        "1",
+        "--skip-bad-inputs",
+    )
     assert whole.returncode == 0, whole.stderr
     assert cut in whole.stderr
     ref = _outputs(plan, tmp_path / "whole")

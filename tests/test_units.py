@@ -11,12 +11,13 @@ from odc.geo import CRS, yx_
 from odc.geo.geom import box
 from odc.geo.gridspec import GridSpec
 
-from runner.config import RunConfig, load_config, parse_config
-from runner.errors import UserInputError
-from runner.grid import TileGrid, TileId
-from runner.mask import cleanup, clear_mask, disk
-from runner.period import Period
-from runner.plan import Plan, Resources, make_tile_plan, size_class
+from runner.common.config import RunConfig, load_config, parse_config
+from runner.common.errors import UserInputError
+from runner.planner.grid import TileGrid, TileId
+from runner.planner.period import Period
+from runner.planner.plan import Plan, make_tile_plan
+from runner.planner.sizing import Resources, size_class
+from runner.worker.mask import cleanup, clear_mask, disk
 
 
 # --- config -----------------------------------------------------------------------------------------
@@ -61,9 +62,20 @@ def test_tile_id_roundtrip() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["x17y156", "x017", "../x017y156", "x017y156/../../etc", "x017y156;rm -rf /", "x017y156 ", "X017Y156",
-     "x017y156\n", "x" + "1" * 60 + "y001", "$(id)", ""],
-)  # fmt: skip
+    [
+        "x17y156",
+        "x017",
+        "../x017y156",
+        "x017y156/../../etc",
+        "x017y156;rm -rf /",
+        "x017y156 ",
+        "X017Y156",
+        "x017y156\n",
+        "x" + "1" * 60 + "y001",
+        "$(id)",
+        "",
+    ],
+)
 def test_bad_tile_ids_are_refused(bad: str) -> None:
     with pytest.raises(UserInputError, match="invalid tile id"):
         TileId.parse(bad)
@@ -71,8 +83,12 @@ def test_bad_tile_ids_are_refused(bad: str) -> None:
 
 def test_grid_agrees_with_odc_geo_gridspec_africa_10() -> None:
     grid = TileGrid.from_config(RunConfig().grid)
-    gs = GridSpec(crs=CRS("EPSG:6933"), tile_shape=(9600, 9600), resolution=10,
-                  origin=yx_(-7_392_000, -17_376_000))  # odc-stats GRIDS["africa_10"]  # fmt: skip
+    gs = GridSpec(
+        crs=CRS("EPSG:6933"),
+        tile_shape=(9600, 9600),
+        resolution=10,
+        origin=yx_(-7_392_000, -17_376_000),
+    )  # odc-stats GRIDS["africa_10"]
     for ix, iy in [(0, 0), (17, 156), (199, 60), (105, 77)]:
         ours, theirs = grid.geobox(TileId(ix, iy)), gs.tile_geobox((ix, iy))
         assert ours.shape == theirs.shape
@@ -86,7 +102,9 @@ def test_locate_and_tiles_of_a_region() -> None:
     assert grid.locate(b.left + 1, b.bottom + 1) == TileId(200, 80)
     assert grid.locate(b.left - 1, b.bottom + 1) == TileId(199, 80)
     # a small lon/lat box inside one tile → that tile only
-    centre = box(b.left + 10_000, b.bottom + 10_000, b.left + 20_000, b.bottom + 20_000, CRS("EPSG:6933"))
+    centre = box(
+        b.left + 10_000, b.bottom + 10_000, b.left + 20_000, b.bottom + 20_000, CRS("EPSG:6933")
+    )
     assert list(grid.tiles(centre.to_crs("EPSG:4326"))) == [TileId(200, 80)]
 
 
@@ -96,8 +114,14 @@ def test_tiles_follow_the_geometry_not_its_bbox() -> None:
     from odc.geo.geom import polygon
 
     # an L-shape over a 3×3 block: the bbox touches 9 tiles, the shape only 5
-    pts = [(b0.left + 1, b0.bottom + 1), (b1.right - 1, b0.bottom + 1), (b1.right - 1, b0.top - 1),
-           (b0.right - 1, b0.top - 1), (b0.right - 1, b1.top - 1), (b0.left + 1, b1.top - 1)]  # fmt: skip
+    pts = [
+        (b0.left + 1, b0.bottom + 1),
+        (b1.right - 1, b0.bottom + 1),
+        (b1.right - 1, b0.top - 1),
+        (b0.right - 1, b0.top - 1),
+        (b0.right - 1, b1.top - 1),
+        (b0.left + 1, b1.top - 1),
+    ]
     shape = polygon([*pts, pts[0]], crs=CRS("EPSG:6933"))
     got = sorted(grid.tiles(shape))
     assert len(got) == 5
@@ -120,7 +144,9 @@ def test_periods(text: str, start: date, end: date, label: str) -> None:
     assert (p.start, p.end, p.label) == (start, end, label)
 
 
-@pytest.mark.parametrize("bad", ["23", "2023-13-01--2023-12-31", "2023-06-01--2023-01-01", "last year", "2023--P0Y"])
+@pytest.mark.parametrize(
+    "bad", ["23", "2023-13-01--2023-12-31", "2023-06-01--2023-01-01", "last year", "2023--P0Y"]
+)
 def test_bad_periods(bad: str) -> None:
     with pytest.raises(UserInputError):
         Period.parse(bad)
@@ -140,7 +166,9 @@ def test_tile_sizing_and_resources() -> None:
 def test_plan_roundtrip_and_errors(tmp_path) -> None:
     cfg = RunConfig()
     tp = make_tile_plan(cfg, TileId(1, 2), n_items=1, n_obs=1)
-    plan = Plan(cfg, Period.year(2023), (tp,)).save(str(tmp_path / "p"), {TileId(1, 2): [{"id": "a"}]})
+    plan = Plan(cfg, Period.year(2023), (tp,)).save(
+        str(tmp_path / "p"), {TileId(1, 2): [{"id": "a"}]}
+    )
     again = Plan.load(str(tmp_path / "p"))
     assert again.tiles == plan.tiles and again.config == cfg and again.period == plan.period
     assert again.items("x001y002") == [{"id": "a"}]
@@ -168,7 +196,11 @@ def test_opening_drops_specks_and_dilation_grows_clouds() -> None:
 
 def test_chunked_mask_equals_whole_array() -> None:
     rng = np.random.default_rng(0)
-    scl = rng.choice(np.array([4, 5, 8, 9, 3, 0, 11], np.uint8), size=(3, 200, 200), p=[0.5, 0.1, 0.1, 0.1, 0.1, 0.05, 0.05])
+    scl = rng.choice(
+        np.array([4, 5, 8, 9, 3, 0, 11], np.uint8),
+        size=(3, 200, 200),
+        p=[0.5, 0.1, 0.1, 0.1, 0.1, 0.05, 0.05],
+    )
     cfg = RunConfig().mask
     whole = clear_mask(da.from_array(scl, chunks=(1, 200, 200)), cfg).compute()
     chunked = clear_mask(da.from_array(scl, chunks=(1, 64, 64)), cfg).compute()
@@ -184,7 +216,7 @@ def test_local_write_removes_temporaries_of_killed_writers(tmp_path) -> None:
     import subprocess
     import sys
 
-    from runner.store import write_bytes
+    from runner.common.store import write_bytes
 
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -221,4 +253,6 @@ def test_disk_morphology_equals_scipy(seed: int) -> None:
                 if dilation:
                     w = ndimage.binary_dilation(w, structure=disk(dilation))
                 want[i] = w
-            np.testing.assert_array_equal(cleanup(m, opening, dilation), want, err_msg=f"{shape} {opening} {dilation}")
+            np.testing.assert_array_equal(
+                cleanup(m, opening, dilation), want, err_msg=f"{shape} {opening} {dilation}"
+            )

@@ -11,11 +11,11 @@ import pytest
 import rasterio
 
 from algos import nangeomedian_pcm
-from runner.grid import TileId
-from runner.logs import tile_logger
-from runner.outputs import TileOutputs, output_bands
-from runner.synth import BARE, SCL_SNOW
-from runner.tile import load_cube
+from runner.common.logs import tile_logger
+from runner.demo.synth import BARE, SCL_SNOW
+from runner.planner.grid import TileId
+from runner.worker.load import load_cube
+from runner.worker.outputs import TileOutputs, output_bands
 from tests.conftest import N_DATES, ExactRun, gmrun, make_plan, with_changes
 from tests.truth import truth
 
@@ -37,7 +37,9 @@ def straddle_truth(exact_run: ExactRun):
 
 def test_all_tiles_done_with_stac_item_last(exact_run: ExactRun) -> None:
     for tp in exact_run.plan.tiles:
-        out = TileOutputs.of(exact_run.plan.config, tp.tile, exact_run.plan.period, str(exact_run.out))
+        out = TileOutputs.of(
+            exact_run.plan.config, tp.tile, exact_run.plan.period, str(exact_run.out)
+        )
         assert out.is_done()
         item = json.loads(Path(out.item_url).read_text())
         assert set(item["assets"]) == set(output_bands(exact_run.plan.config))
@@ -75,7 +77,9 @@ def test_count_equals_independent_truth(exact_run: ExactRun, straddle_truth) -> 
 
 def test_masked_observations_never_reach_the_cube(exact_run: ExactRun, straddle_truth) -> None:
     plan = exact_run.plan
-    cube = load_cube(plan.items(STRADDLE), plan.config, plan.grid.geobox(STRADDLE), tile_logger(STRADDLE))
+    cube = load_cube(
+        plan.items(STRADDLE), plan.config, plan.grid.geobox(STRADDLE), tile_logger(STRADDLE)
+    )
     t = straddle_truth
     data = np.moveaxis(cube.data[::STEP, ::STEP], 3, 0)  # (t, y, x, b)
     observed = (data != 0).all(axis=-1)
@@ -112,9 +116,13 @@ def test_straddling_tile_is_seamless(exact_run: ExactRun, straddle_truth) -> Non
     """The geomedian matches the geomedian of the true clear observations on both sides of the
     zone boundary, and no column near the boundary is worse than the tile as a whole."""
     t = straddle_truth
-    refl = np.where(t.valid[..., None], t.dn * 1e-4 - 0.1, np.nan).astype(np.float32)  # (t, y, x, b)
+    refl = np.where(t.valid[..., None], t.dn * 1e-4 - 0.1, np.nan).astype(
+        np.float32
+    )  # (t, y, x, b)
     expected = nangeomedian_pcm(np.ascontiguousarray(np.moveaxis(refl, 0, -1)), eps=1e-6)
-    ours = np.stack([read(exact_run, STRADDLE, b, STEP) for b in exact_run.plan.config.bands], axis=-1)
+    ours = np.stack(
+        [read(exact_run, STRADDLE, b, STEP) for b in exact_run.plan.config.bands], axis=-1
+    )
     ours = ours * 1e-4 - 0.1
     err = np.linalg.norm(ours - expected, axis=-1)
     ok = np.isfinite(err) & t.sure.all(axis=0)
@@ -131,7 +139,9 @@ def test_straddling_tile_is_seamless(exact_run: ExactRun, straddle_truth) -> Non
 def test_outputs_are_valid_cogs_with_grid_georeferencing(exact_run: ExactRun) -> None:
     gb = exact_run.plan.grid.geobox(STRADDLE)
     for band in output_bands(exact_run.plan.config):
-        url = TileOutputs.of(exact_run.plan.config, STRADDLE, exact_run.plan.period, str(exact_run.out)).band_url(band)
+        url = TileOutputs.of(
+            exact_run.plan.config, STRADDLE, exact_run.plan.period, str(exact_run.out)
+        ).band_url(band)
         with rasterio.open(url) as src:
             assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG", band
             assert src.crs.to_epsg() == 6933
@@ -148,7 +158,9 @@ def test_outputs_are_valid_cogs_with_grid_georeferencing(exact_run: ExactRun) ->
 
 
 def test_rerun_gives_byte_identical_cogs(exact_run: ExactRun) -> None:
-    out = TileOutputs.of(exact_run.plan.config, TileId(1, 1), exact_run.plan.period, str(exact_run.out))
+    out = TileOutputs.of(
+        exact_run.plan.config, TileId(1, 1), exact_run.plan.period, str(exact_run.out)
+    )
     before = {b: Path(out.band_url(b)).read_bytes() for b in output_bands(exact_run.plan.config)}
     skipped = gmrun("run-tile", "--plan", exact_run.plan.url, "--tile", "x001y001")
     assert skipped.returncode == 0 and "already done" in skipped.stderr
@@ -176,12 +188,29 @@ def test_peak_rss_is_bounded_by_the_cube(synth_catalog, tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    cfg = with_changes(synth_catalog.layout.config, grid={"tile_size": 7200.0},
-                       output={"location": str(tmp_path / "out")})  # fmt: skip
+    cfg = with_changes(
+        synth_catalog.layout.config,
+        grid={"tile_size": 7200.0},
+        output={"location": str(tmp_path / "out")},
+    )
     plan = make_plan(synth_catalog, tmp_path / "plan", cfg, tiles=[TileId(0, 0)])
-    proc = subprocess.Popen([sys.executable, "-m", "runner.cli", "run-tile", "--plan", plan.url,
-                             "--tile", "x000y000", "--log-format", "json"],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runner.cli",
+            "run-tile",
+            "--plan",
+            plan.url,
+            "--tile",
+            "x000y000",
+            "--log-format",
+            "json",
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     polled = 0
     while proc.poll() is None:
         try:
@@ -196,8 +225,10 @@ def test_peak_rss_is_bounded_by_the_cube(synth_catalog, tmp_path: Path) -> None:
     cube = metrics["cube_bytes"]
     assert cube == 720 * 720 * 10 * N_DATES * 2
     budget = 1.5 * cube + 300e6
-    print(f"cube {cube / 1e6:.0f} MB, peak RSS {metrics['peak_rss_bytes'] / 1e6:.0f} MB "
-          f"(polled {polled / 1e6:.0f} MB), budget {budget / 1e6:.0f} MB")  # fmt: skip
+    print(
+        f"cube {cube / 1e6:.0f} MB, peak RSS {metrics['peak_rss_bytes'] / 1e6:.0f} MB "
+        f"(polled {polled / 1e6:.0f} MB), budget {budget / 1e6:.0f} MB"
+    )
     assert polled > cube
     # the metrics are taken before the STAC item is written: a little below the final peak
     assert 0.95 * polled <= metrics["peak_rss_bytes"] <= polled

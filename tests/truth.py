@@ -1,7 +1,7 @@
 """Ground truth for the end-to-end tests, computed from the synthetic scene model alone.
 
 Nothing here goes through the code under test (odc-stac, masking, the cube, algos): it asks
-:class:`runner.synth.SceneModel` what Sentinel-2 saw at each output pixel's centre, and at four
+:class:`runner.demo.synth.SceneModel` what Sentinel-2 saw at each output pixel's centre, and at four
 points 15 m away (the reach of nearest-neighbour resampling from 10/20 m UTM pixels). A pixel
 whose five points agree is *unambiguous* for that date, and there the pipeline must match the
 truth exactly.
@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
 from pyproj import Transformer
 
-from runner.synth import (
+from runner.demo.synth import (
     SCL_CIRRUS,
     SCL_CLOUD_HIGH,
     SCL_CLOUD_MED,
@@ -44,8 +44,9 @@ class Truth:  # (arrays at every ``step``-th pixel)
     lat: NDArray[np.float64]
 
 
-def pixel_lonlat(geobox: GeoBox, dx: float = 0.0, dy: float = 0.0,
-                 step: int = 1) -> tuple[NDArray[np.float64], NDArray[np.float64]]:  # fmt: skip
+def pixel_lonlat(
+    geobox: GeoBox, dx: float = 0.0, dy: float = 0.0, step: int = 1
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Lon/lat of the centres of every ``step``-th pixel, shifted by (dx, dy) CRS units."""
     ny, nx = geobox.shape.yx
     a = geobox.transform
@@ -69,11 +70,23 @@ def truth(model: SceneModel, geobox: GeoBox, step: int = 1) -> Truth:
         same = np.all([o == ok[0] for o in ok[1:]], axis=0)
         same &= np.all([o.scl == obs[0].scl for o in obs[1:]], axis=0)
         dn0 = to_dn(obs[0].reflectance)
-        exact = same & same_lc & np.all([(to_dn(o.reflectance) == dn0).all(axis=-1) for o in obs[1:]], axis=0)
+        exact = (
+            same
+            & same_lc
+            & np.all([(to_dn(o.reflectance) == dn0).all(axis=-1) for o in obs[1:]], axis=0)
+        )
         valid_l.append(ok[0])
         sure_l.append(same)
         exact_l.append(exact)
         scl_l.append(obs[0].scl)
         dn_l.append(dn0)
-    return Truth(np.stack(valid_l), np.stack(sure_l), np.stack(exact_l), lc[0], same_lc,
-                 np.stack(scl_l), np.stack(dn_l), *points[0])  # fmt: skip
+    return Truth(
+        np.stack(valid_l),
+        np.stack(sure_l),
+        np.stack(exact_l),
+        lc[0],
+        same_lc,
+        np.stack(scl_l),
+        np.stack(dn_l),
+        *points[0],
+    )

@@ -85,16 +85,57 @@ def _openssl(*args: str, cwd: Path) -> None:
 def make_pki(d: Path) -> None:
     """A CA, a serving certificate for 127.0.0.1/localhost, and a service-account key pair."""
     d.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-             "-days", "2", "-subj", "/CN=gmrun-test-ca", cwd=d)  # fmt: skip
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-             "-subj", "/CN=kube-apiserver", cwd=d)  # fmt: skip
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=gmrun-test-ca",
+        cwd=d,
+    )
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=kube-apiserver",
+        cwd=d,
+    )
     (d / "san.ext").write_text(
         "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n"
         "extendedKeyUsage=serverAuth\n"
     )
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext", cwd=d)  # fmt: skip
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        cwd=d,
+    )
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=d)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
 
@@ -142,9 +183,11 @@ class TestCluster:
 
         cfg = client.Configuration()
         config.load_kube_config(
-            config_file=str(self.kubeconfig), context=context, client_configuration=cfg,
+            config_file=str(self.kubeconfig),
+            context=context,
+            client_configuration=cfg,
             persist_config=False,
-        )  # fmt: skip
+        )
         cfg.connection_pool_maxsize = 16
         return client.ApiClient(cfg)
 
@@ -225,49 +268,86 @@ def start_cluster(authorization_mode: str = "RBAC", timeout: float = 120.0) -> T
 
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
-        _spawn(c, "etcd", [
-            str(binaries["etcd"]), "--name", "gmrun-test", "--data-dir", str(root / "etcd"),
-            "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
-            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-            "--initial-cluster", f"gmrun-test={peer_url}", "--log-level", "warn",
-            "--snapshot-count", "100000", "--quota-backend-bytes", str(4 << 30),
-        ])  # fmt: skip
+        _spawn(
+            c,
+            "etcd",
+            [
+                str(binaries["etcd"]),
+                "--name",
+                "gmrun-test",
+                "--data-dir",
+                str(root / "etcd"),
+                "--listen-client-urls",
+                etcd_url,
+                "--advertise-client-urls",
+                etcd_url,
+                "--listen-peer-urls",
+                peer_url,
+                "--initial-advertise-peer-urls",
+                peer_url,
+                "--initial-cluster",
+                f"gmrun-test={peer_url}",
+                "--log-level",
+                "warn",
+                "--snapshot-count",
+                "100000",
+                "--quota-backend-bytes",
+                str(4 << 30),
+            ],
+        )
         _wait(c, "etcd", lambda: _http_ok(f"{etcd_url}/health"), 30)
 
-        _spawn(c, "kube-apiserver", [
-            str(binaries["kube-apiserver"]),
-            f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-            f"--secure-port={api_port}", "--insecure-port=0",
-            f"--tls-cert-file={pki / 'server.crt'}", f"--tls-private-key-file={pki / 'server.key'}",
-            f"--client-ca-file={pki / 'ca.crt'}",
-            f"--token-auth-file={root / 'tokens.csv'}",
-            f"--authorization-mode={authorization_mode}",
-            f"--service-account-key-file={pki / 'sa.pub'}",
-            f"--service-account-signing-key-file={pki / 'sa.key'}",
-            "--service-account-issuer=https://kubernetes.default.svc",
-            "--service-cluster-ip-range=10.0.0.0/24",
-            "--feature-gates=TTLAfterFinished=true",
-            "--enable-priority-and-fairness=false",
-            "--max-requests-inflight=800", "--max-mutating-requests-inflight=400",
-            "--allow-privileged=false",
-            "--profiling=false", "--v=1",
-        ])  # fmt: skip
+        _spawn(
+            c,
+            "kube-apiserver",
+            [
+                str(binaries["kube-apiserver"]),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                "--insecure-port=0",
+                f"--tls-cert-file={pki / 'server.crt'}",
+                f"--tls-private-key-file={pki / 'server.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                f"--token-auth-file={root / 'tokens.csv'}",
+                f"--authorization-mode={authorization_mode}",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--feature-gates=TTLAfterFinished=true",
+                "--enable-priority-and-fairness=false",
+                "--max-requests-inflight=800",
+                "--max-mutating-requests-inflight=400",
+                "--allow-privileged=false",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
         ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-        _wait(c, "kube-apiserver",
-              lambda: _http_ok(f"{server}/readyz", ctx, TOKENS["admin"]), timeout)  # fmt: skip
+        _wait(
+            c, "kube-apiserver", lambda: _http_ok(f"{server}/readyz", ctx, TOKENS["admin"]), timeout
+        )
 
-        _spawn(c, "kube-controller-manager", [
-            str(binaries["kube-controller-manager"]),
-            f"--kubeconfig={c.kubeconfig}",
-            "--controllers=job,ttl-after-finished,garbagecollector",
-            "--feature-gates=TTLAfterFinished=true",
-            "--leader-elect=false", "--port=0", "--secure-port=0",
-            "--use-service-account-credentials=false",
-            "--concurrent-gc-syncs=10",
-            "--kube-api-qps=500", "--kube-api-burst=1000",
-            "--v=1",
-        ])  # fmt: skip
+        _spawn(
+            c,
+            "kube-controller-manager",
+            [
+                str(binaries["kube-controller-manager"]),
+                f"--kubeconfig={c.kubeconfig}",
+                "--controllers=job,ttl-after-finished,garbagecollector",
+                "--feature-gates=TTLAfterFinished=true",
+                "--leader-elect=false",
+                "--port=0",
+                "--secure-port=0",
+                "--use-service-account-credentials=false",
+                "--concurrent-gc-syncs=10",
+                "--kube-api-qps=500",
+                "--kube-api-burst=1000",
+                "--v=1",
+            ],
+        )
         time.sleep(0.5)
         if c.procs["kube-controller-manager"].poll() is not None:
             raise RuntimeError(

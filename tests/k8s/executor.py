@@ -129,9 +129,11 @@ class PodExecutor:
         while not self._stop.is_set():
             try:
                 resp = self.core.list_namespaced_pod(
-                    self.namespace, label_selector=self.selector,
-                    field_selector="status.phase=Pending", _preload_content=False,
-                )  # fmt: skip
+                    self.namespace,
+                    label_selector=self.selector,
+                    field_selector="status.phase=Pending",
+                    _preload_content=False,
+                )
                 for pod in json.loads(resp.data).get("items") or []:
                     meta = pod["metadata"]
                     if meta["uid"] in self.seen or meta.get("deletionTimestamp"):
@@ -174,13 +176,22 @@ class PodExecutor:
         ctr = pod["spec"]["containers"][0]
         started = _now()
         base_status = {"name": ctr["name"], "image": ctr["image"], "imageID": "", "restartCount": 0}
-        if not self._patch(name, {
-            "phase": "Running",
-            "startTime": started,
-            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": started}],
-            "containerStatuses": [{**base_status, "ready": True, "started": True,
-                                   "state": {"running": {"startedAt": started}}}],
-        }):  # fmt: skip
+        if not self._patch(
+            name,
+            {
+                "phase": "Running",
+                "startTime": started,
+                "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": started}],
+                "containerStatuses": [
+                    {
+                        **base_status,
+                        "ready": True,
+                        "started": True,
+                        "state": {"running": {"startedAt": started}},
+                    }
+                ],
+            },
+        ):
             return
         if self.before_run is not None:
             self.before_run(pod)
@@ -189,16 +200,27 @@ class PodExecutor:
         env = dict(os.environ)
         env.update(self.extra_env)
         env.update({e["name"]: e.get("value", "") for e in ctr.get("env") or [] if "name" in e})
-        env.update({"HOME": str(home), "GMRUN_HEARTBEAT": str(home / "heartbeat"),
-                    "NUMBA_CACHE_DIR": str(self.workdir / "numba-cache"), "TMPDIR": str(home)})  # fmt: skip
+        env.update(
+            {
+                "HOME": str(home),
+                "GMRUN_HEARTBEAT": str(home / "heartbeat"),
+                "NUMBA_CACHE_DIR": str(self.workdir / "numba-cache"),
+                "TMPDIR": str(home),
+            }
+        )
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         argv = self.command_map([*(ctr.get("command") or []), *(ctr.get("args") or [])])
         log_path = home / "log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                cwd=REPO, start_new_session=True,
-            )  # fmt: skip
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=REPO,
+                start_new_session=True,
+            )
             with self._lock:
                 self._procs[name] = proc
                 self.running += 1
@@ -227,15 +249,27 @@ class PodExecutor:
         oom = rc == -signal.SIGKILL and not deleted and not self._stop.is_set()
         reason = "OOMKilled" if oom else "Completed" if code == 0 else "Error"
         terminated: dict[str, Any] = {
-            "exitCode": code, "reason": reason, "startedAt": started, "finishedAt": _now(),
-        }  # fmt: skip
+            "exitCode": code,
+            "reason": reason,
+            "startedAt": started,
+            "finishedAt": _now(),
+        }
         if code != 0:
             lines = log_path.read_bytes().decode(errors="replace").splitlines()[-_MAX_LINES:]
             terminated["message"] = "\n".join(lines)[-_MAX_MESSAGE:]
         self.results[name] = code
-        self._patch(name, {
-            "phase": "Succeeded" if code == 0 else "Failed",
-            "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": _now()}],
-            "containerStatuses": [{**base_status, "ready": False, "started": False,
-                                   "state": {"terminated": terminated}}],
-        })  # fmt: skip
+        self._patch(
+            name,
+            {
+                "phase": "Succeeded" if code == 0 else "Failed",
+                "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": _now()}],
+                "containerStatuses": [
+                    {
+                        **base_status,
+                        "ready": False,
+                        "started": False,
+                        "state": {"terminated": terminated},
+                    }
+                ],
+            },
+        )

@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from runner import store
-from runner.outputs import TileOutputs, output_bands
-from runner.plan import Plan
+from runner.common import store
+from runner.planner.plan import Plan
+from runner.worker.outputs import TileOutputs, output_bands
 
 
 def main(argv: list[str]) -> int:

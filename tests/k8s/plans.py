@@ -6,10 +6,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from runner.config import parse_config
-from runner.grid import TileId
-from runner.period import Period
-from runner.plan import Plan, make_tile_plan
+from runner.common.config import parse_config
+from runner.planner.grid import TileId
+from runner.planner.period import Period
+from runner.planner.plan import Plan, make_tile_plan
 
 
 def tile_ids(n: int, x0: int = 100, y0: int = 100, width: int = 100) -> list[TileId]:

@@ -1,0 +1,45 @@
+"""``gmrun k8s``: run a plan on Kubernetes, one Job per tile.
+
+The group is here; its verbs are in :mod:`~runner.cli.k8s.submit` (render, submit) and
+:mod:`~runner.cli.k8s.status` (status, rerun), their shared options in
+:mod:`~runner.cli.k8s.options`. Registered by the main CLI with ``cli.add_command(k8s)``.
+"""
+
+from __future__ import annotations
+
+import click
+
+from runner.cli.k8s.status import rerun_cmd, status_cmd
+from runner.cli.k8s.submit import render_cmd, submit_cmd
+
+k8s = click.Group(
+    "k8s",
+    help="""Run a plan on Kubernetes: one Job per tile.
+
+\b
+A batch is one submission of a plan under a short name (e.g. 2023a). Each
+tile becomes the Job gm-{batch}-{tile} (gm-2023a-x017y156), labelled
+gmrun.io/batch and gmrun.io/tile, whose container runs
+  gmrun run-tile --plan PLAN --tile TILE
+with the tile's memory from the plan. The Job controller retries a failed
+pod backoffLimit times. Tiles whose outputs exist are never resubmitted.
+
+\b
+Typical session:
+  kubectl apply -k k8s/                         # once: namespace, RBAC
+  gmrun k8s submit --plan s3://b/plans/2023 --batch 2023a --max-active 200
+  gmrun k8s status --batch 2023a                # table of tiles
+  gmrun k8s status --batch 2023a --state failed -o ids
+  gmrun k8s rerun  --batch 2023a --failed --memory-factor 1.5
+
+Jobs record their plan in the gmrun.io/plan annotation, so status and rerun
+need --plan only when that location has moved. The cluster comes from
+--kubeconfig/--context, else $KUBECONFIG or ~/.kube/config, else the pod's
+service account. Errors (no cluster, RBAC, bad names) print one line and
+exit with code 2.""",
+)
+
+for _command in (render_cmd, submit_cmd, status_cmd, rerun_cmd):
+    k8s.add_command(_command)
+
+__all__ = ["k8s"]

@@ -1,0 +1,200 @@
+"""``gmrun run-tile`` (one tile: what each Job runs) and ``gmrun run`` (a plan, locally)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from runner.cli.options import endpoint_option, parse_memory, parse_tile_list
+from runner.common.errors import GmrunError, exit_on_error
+
+
+@click.command("run-tile")
+@click.option(
+    "--plan", "plan_url", required=True, help="Plan folder or plan.json (local or s3://)."
+)
+@click.option("--tile", required=True, help="Tile id, e.g. x017y156.")
+@click.option("--output", "location", help="Output folder or s3:// prefix (overrides the plan's).")
+@click.option("--overwrite", is_flag=True, help="Recompute even if the tile is done.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "text"]),
+    default="auto",
+    show_default=True,
+    help="auto: text on a terminal, JSON lines otherwise (as in a Job).",
+)
+@click.option(
+    "--skip-bad-inputs/--no-skip-bad-inputs",
+    default=None,
+    envvar="GMRUN_SKIP_BAD_INPUTS",
+    help="Drop the items of assets still unreadable after retries (listed in the STAC item's "
+    "gmrun:skipped_inputs) instead of failing the tile (default: input.skip_bad_inputs "
+    "of the plan's config, false).",
+)
+@endpoint_option
+@click.option(
+    "--max-processing-time",
+    "max_time",
+    type=click.FloatRange(min=0, min_open=True),
+    envvar="GMRUN_MAX_PROCESSING_TIME",
+    metavar="SECONDS",
+    help="Stop the tile (exit 1, no done marker) after this many seconds.",
+)
+@click.option(
+    "--row-bands",
+    type=click.IntRange(min=1),
+    envvar="GMRUN_ROW_BANDS",
+    metavar="N",
+    help="Process the tile in (at most) N row bands of chunk-aligned height, one band's "
+    "cube in memory at a time (default: the plan's, or as --max-memory needs).",
+)
+@click.option(
+    "--max-memory",
+    "max_memory",
+    envvar="GMRUN_MAX_MEMORY",
+    metavar="SIZE",
+    help="Memory budget, e.g. 4Gi or 1500Mi: a tile whose cube does not fit is processed "
+    "in as many row bands as fit (see docs/subtiles.md).",
+)
+@exit_on_error
+def run_tile_cmd(
+    plan_url: str,
+    tile: str,
+    location: str | None,
+    overwrite: bool,
+    log_format: str,
+    skip_bad_inputs: bool | None,
+    endpoint_url: str | None,
+    max_time: float | None,
+    row_bands: int | None,
+    max_memory: str | None,
+) -> None:
+    """Compute one tile: load, mask, reduce, write COGs and the STAC item (last).
+
+    This is what each Kubernetes Job runs. The algorithm is the plan's (algorithm.name:
+    geomedian, median). Exit codes: 0 done (or already done), 2 bad input (unknown tile,
+    missing plan, unreadable asset, empty tile), 1 processing failure.
+    """
+    from runner.common import logs, store
+    from runner.common.errors import EmptyTileError
+    from runner.planner.grid import TileId
+    from runner.planner.plan import Plan
+    from runner.worker.tile import run_tile
+
+    logs.setup(log_format)  # type: ignore[arg-type]
+    tid = TileId.parse(tile)
+    log = logs.tile_logger(tid)
+    budget = parse_memory(max_memory) if max_memory else None
+    store.use_endpoint(endpoint_url)
+    p = Plan.load(plan_url)
+    store.use_acl(p.config.output.acl)
+    if skip_bad_inputs is None:  # the flag / GMRUN_SKIP_BAD_INPUTS win over the config
+        skip_bad_inputs = p.config.input.skip_bad_inputs
+    try:
+        run_tile(
+            p,
+            tid,
+            location=location,
+            overwrite=overwrite or None,
+            skip_bad_inputs=skip_bad_inputs,
+            max_processing_time=max_time,
+            row_bands=row_bands,
+            max_memory=budget,
+        )
+    except EmptyTileError as e:
+        log.warning("%s", e, extra={"status": "empty"})
+        raise
+    except GmrunError as e:
+        log.error("%s", e, extra={"status": "failed"})
+        raise
+    except Exception as e:
+        log.error(
+            "unexpected failure: %s: %s",
+            type(e).__name__,
+            e,
+            exc_info=True,
+            extra={"status": "failed"},
+        )
+        raise GmrunError(f"tile {tid} failed: {type(e).__name__}: {e}") from None
+
+
+@click.command("run")
+@click.option("--plan", "plan_url", required=True, help="Plan folder or plan.json.")
+@click.option("--tiles", help="Only these tiles (comma-separated ids).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Tiles at a time (each tile uses all cores).",
+)
+@click.option("--output", "location", help="Output folder or s3:// prefix (overrides the plan's).")
+@click.option("--overwrite", is_flag=True, help="Recompute done tiles too.")
+@click.option(
+    "--skip-bad-inputs/--no-skip-bad-inputs",
+    default=None,
+    envvar="GMRUN_SKIP_BAD_INPUTS",
+    help="As run-tile's: skip items whose assets stay unreadable (default: the config's).",
+)
+@endpoint_option
+@click.option(
+    "--max-processing-time",
+    "max_time",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Per tile: stop it (failed, no done marker) after this many seconds.",
+)
+@click.option(
+    "--max-memory",
+    "max_memory",
+    metavar="SIZE",
+    help="Per-tile memory budget, e.g. 4Gi: as run-tile's (row bands when a cube does not fit).",
+)
+@click.option(
+    "--row-bands", type=click.IntRange(min=1), metavar="N", help="As run-tile's, for every tile."
+)
+@exit_on_error
+def run_cmd(
+    plan_url: str,
+    tiles: str | None,
+    workers: int,
+    location: str | None,
+    overwrite: bool,
+    skip_bad_inputs: bool | None,
+    endpoint_url: str | None,
+    max_time: float | None,
+    max_memory: str | None,
+    row_bands: int | None,
+) -> None:
+    """Run a plan's tiles on this machine, one process per tile; done tiles are skipped.
+
+    Exit code 1 if any tile failed (the summary names them; rerun the same command to retry
+    only what is not done).
+    """
+    from rich.console import Console
+
+    from runner.common import store
+    from runner.fanout.local import run_local, summary_table
+    from runner.fanout.worker_args import WorkerOptions
+    from runner.planner.plan import Plan
+
+    store.use_endpoint(endpoint_url)  # this process checks done markers; workers get the flag
+    p = Plan.load(plan_url)
+    if skip_bad_inputs is None:
+        skip_bad_inputs = p.config.input.skip_bad_inputs
+    if max_memory:
+        parse_memory(max_memory)  # a bad size is one error here, not one per tile
+    opts = WorkerOptions(
+        location,
+        overwrite,
+        skip_bad_inputs,
+        max_time,
+        endpoint_url=endpoint_url,
+        max_memory=max_memory,
+        row_bands=row_bands,
+    )
+    runs = run_local(p, parse_tile_list(tiles), workers=workers, options=opts)
+    Console(stderr=True).print(summary_table(runs))
+    if any(r.status == "failed" for r in runs):
+        sys.exit(1)

@@ -1,0 +1,159 @@
+"""The embedded default: run a plan's tiles on this machine, one subprocess per tile.
+
+Each tile runs exactly as a Kubernetes Job would run it (``gmrun run-tile --plan URL --tile ID``
+in its own process), so a crash, an OOM kill or a leak in one tile cannot affect the others, and
+the peak memory of each tile is measured on its own (``wait4``'s rusage).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+
+from runner.fanout.worker_args import WorkerOptions, run_tile_args
+from runner.planner.grid import TileId
+from runner.planner.plan import Plan
+from runner.worker.outputs import TileOutputs
+
+
+@dataclass
+class TileRun:
+    """Outcome of one tile: ``done``, ``skipped`` (already done), ``empty`` or ``failed``."""
+
+    tile: TileId
+    status: str
+    seconds: float = 0.0
+    exit_code: int = 0
+    message: str = ""
+    peak_rss_bytes: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def worker_command(plan_url: str, tile: TileId, opts: WorkerOptions = WorkerOptions()) -> list[str]:
+    """The tile's worker process: this Python running ``gmrun run-tile …``
+    (:func:`runner.fanout.worker_args.run_tile_args`, as a Job's container runs it)."""
+    return [sys.executable, "-m", "runner.cli", *run_tile_args(plan_url, tile, opts)]
+
+
+def run_tile_process(
+    plan_url: str,
+    tile: TileId,
+    opts: WorkerOptions = WorkerOptions(),
+    env: dict[str, str] | None = None,
+) -> TileRun:
+    """Run one tile in a child process; parse its JSON log for the outcome."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        worker_command(plan_url, tile, opts),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert proc.stderr is not None
+    lines = proc.stderr.read().splitlines()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    run = TileRun(
+        tile,
+        "failed",
+        round(time.perf_counter() - t0, 2),
+        proc.returncode,
+        peak_rss_bytes=usage.ru_maxrss * 1024,
+    )
+    for line in lines:
+        if line.startswith("error: "):
+            run.message = line[len("error: ") :]
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if line.strip():
+                run.message = run.message or line.strip()
+            continue
+        if rec.get("status") in ("done", "skipped"):
+            run.status = rec["status"]
+            run.metrics = rec.get("metrics", {})
+        if rec.get("level") == "error":
+            run.message = rec.get("msg", run.message)
+        if rec.get("status") == "empty":
+            run.status = "empty"
+    # wait4's ru_maxrss includes the parent's image before exec; the worker's own VmHWM is exact.
+    if run.metrics.get("peak_rss_bytes"):
+        run.peak_rss_bytes = int(run.metrics["peak_rss_bytes"])
+    if proc.returncode != 0 and run.status != "empty":
+        run.status = "failed"
+        run.message = run.message or f"exit code {proc.returncode}"
+    return run
+
+
+def run_local(
+    plan: Plan,
+    tiles: Iterable[TileId] | None = None,
+    *,
+    workers: int = 1,
+    options: WorkerOptions = WorkerOptions(),
+    console: Console | None = None,
+) -> list[TileRun]:
+    """Run tiles (default: all of the plan), ``workers`` at a time; done tiles are skipped."""
+    console = console or Console(stderr=True)
+    wanted = (
+        [plan.tile(t).tile for t in tiles] if tiles is not None else [tp.tile for tp in plan.tiles]
+    )
+    results: dict[TileId, TileRun] = {}
+    todo = []
+    for t in wanted:
+        if (
+            not options.overwrite
+            and TileOutputs.of(plan.config, t, plan.period, options.location).is_done()
+        ):
+            results[t] = TileRun(t, "skipped", message="already done")
+        else:
+            todo.append(t)
+    with Progress(
+        "[bold]tiles",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        "{task.description}",
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("", total=len(wanted), completed=len(wanted) - len(todo))
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            futures = {pool.submit(run_tile_process, plan.url, t, options): t for t in todo}
+            for fut in futures:
+                r = fut.result()
+                results[r.tile] = r
+                bar.update(task, advance=1, description=f"{r.tile} {r.status}")
+    return [results[t] for t in wanted]
+
+
+def summary_table(runs: list[TileRun]) -> Table:
+    table = Table(title="gmrun: tiles")
+    for col in ("tile", "status", "obs", "seconds", "peak RSS", "message"):
+        table.add_column(col, justify="right" if col in ("obs", "seconds", "peak RSS") else "left")
+    colour = {"done": "green", "skipped": "cyan", "empty": "yellow", "failed": "red"}
+    for r in runs:
+        rss = f"{r.peak_rss_bytes / 2**20:.0f} MiB" if r.peak_rss_bytes else ""
+        obs = str(r.metrics.get("observations", "")) if r.metrics else ""
+        table.add_row(
+            str(r.tile),
+            f"[{colour.get(r.status, 'white')}]{r.status}",
+            obs,
+            f"{r.seconds:.1f}" if r.seconds else "",
+            rss,
+            r.message,
+        )
+    return table

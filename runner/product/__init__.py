@@ -1,0 +1,1 @@
+"""What is made of a run's tiles as a whole: the RGB quick-look (:mod:`~runner.product.quicklook`)."""
