@@ -24,6 +24,8 @@ k8s-binaries:
 
 lint: install
 	$(BIN)/ruff check runner algos tests benchmarks
+	$(BIN)/ruff format --check runner algos tests benchmarks
+	$(BIN)/mypy
 
 test: install k8s-binaries lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
