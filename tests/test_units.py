@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import dask.array as da
@@ -180,6 +181,46 @@ def test_plan_roundtrip_and_errors(tmp_path) -> None:
     other.write_text('{"schema": "gmrun/plan/0", "tiles": []}')
     with pytest.raises(UserInputError, match="schema"):
         Plan.load(str(other))
+
+
+def test_old_plans_overhead_key_still_loads(tmp_path) -> None:
+    """kubernetes.memory_overhead_mib (plans before the memory section) is read as
+    memory.overhead_mib; giving both, different, is a one-line error naming the fix."""
+    cfg = parse_config({"kubernetes": {"memory_overhead_mib": 2048, "cpu": "4"}})
+    assert cfg.memory.overhead_mib == 2048 and cfg.kubernetes.cpu == "4"
+    tp = make_tile_plan(RunConfig(), TileId(1, 2), n_items=1, n_obs=1)
+    plan = Plan(RunConfig(), Period.year(2023), (tp,)).save(str(tmp_path / "p"), {tp.tile: []})
+    path = tmp_path / "p" / "plan.json"
+    doc = json.loads(path.read_text())
+    doc["config"].pop("memory")
+    doc["config"]["kubernetes"]["memory_overhead_mib"] = 512
+    path.write_text(json.dumps(doc))
+    assert Plan.load(str(tmp_path / "p")).config.memory.overhead_mib == 512
+    assert plan.config.memory.overhead_mib == 1024
+    with pytest.raises(UserInputError, match=r"is now memory\.overhead_mib") as e:
+        parse_config({"kubernetes": {"memory_overhead_mib": 1}, "memory": {"overhead_mib": 2}})
+    assert "\n" not in str(e.value)
+
+
+def test_planner_observations_follow_groupby() -> None:
+    """Two granules of one pass (5 s apart, one solar day) are one observation under
+    ``solar_day`` and two under ``time``; the planner's sizes follow."""
+    from runner.planner.catalog import count_observations
+
+    def item(iid: str, when: str, lon: float) -> dict:
+        geom = box(lon, 0.0, lon + 1.0, 1.0, CRS("EPSG:4326")).json
+        return {"id": iid, "geometry": geom, "properties": {"datetime": when}}
+
+    same_pass = [
+        item("a", "2023-03-01T08:10:00Z", 29.5),
+        item("b", "2023-03-01T08:10:05Z", 30.2),
+        item("c", "2023-03-11T08:10:00Z", 29.5),
+    ]
+    assert count_observations(same_pass, "solar_day") == 2
+    assert count_observations(same_pass, "time") == 3
+    # late-evening UTC east of Greenwich: the next solar day
+    late = [item("d", "2023-03-01T23:30:00Z", 30.0), item("e", "2023-03-02T00:30:00Z", 30.0)]
+    assert count_observations(late, "solar_day") == 1
 
 
 # --- masking -------------------------------------------------------------------------------------------
