@@ -12,7 +12,6 @@ allocated.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -66,7 +65,6 @@ def lazy_stack(items: list[Item], config: RunConfig, geobox: GeoBox) -> tuple[An
 class LoadStats:
     """What loading a tile took, accumulated over its bands (and over restarts, if any)."""
 
-    seconds: float = 0.0  #: wall time of the load stage (graph + GDAL reads + mask + sink)
     bytes_read: int = 0  #: see :func:`runner.worker.metrics.bytes_read_so_far`
     row_bands: int = 1
     band_rows: int = 0  #: rows of the largest band (the buffer's height)
@@ -141,7 +139,7 @@ class TileLoader:
         while True:
             if not self.items:
                 raise EmptyTileError("no observations were loaded: every input was skipped")
-            t0, rchar0 = time.perf_counter(), bytes_read_so_far()
+            rchar0 = bytes_read_so_far()
             signed = signer.sign_items(self.items)  # the items as they are read
             known = hrefs(signed)
             stack, times = lazy_stack(signed, config, geobox)
@@ -173,7 +171,6 @@ class TileLoader:
                 )
                 if height < chunk and not stats.restarts:
                     self._warn_unaligned(height, chunk, (ny, nx, nb, nt))
-            stats.seconds += time.perf_counter() - t0
             stats.bytes_read += bytes_read_so_far() - rchar0
             failure: Exception | None = None
             for i, (r0, r1) in enumerate(rows):
@@ -267,7 +264,7 @@ class TileLoader:
         from dask.core import flatten
 
         stats = self.stats
-        t0, rchar0 = time.perf_counter(), bytes_read_so_far()
+        rchar0 = bytes_read_so_far()
         if band.count > 1:
             self.log.info(
                 "band %d/%d: rows %d-%d: loading",
@@ -291,7 +288,6 @@ class TileLoader:
             except Exception as e:
                 return e
             finally:
-                stats.seconds += time.perf_counter() - t0
                 stats.bytes_read += bytes_read_so_far() - rchar0
         return None
 
