@@ -17,9 +17,10 @@ import pytest
 from runner.common.config import RunConfig, parse_config
 from runner.demo.layout import DEMO_PERIOD, DemoLayout, demo_layout
 from runner.demo.synth import SynthResult, synthesize
+from runner.fanout.local import worker_command
 from runner.planner.assign import build_plan
 from runner.planner.catalog import read_items
-from runner.planner.grid import TileGrid
+from runner.planner.grid import TileGrid, TileId
 from runner.planner.period import Period
 from runner.planner.plan import Plan
 from runner.worker.outputs import TileOutputs
@@ -94,6 +95,22 @@ def gmrun(
     )
 
 
+def start_run_tile(
+    plan: Plan, tile: TileId, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """Start the real ``gmrun run-tile`` of ``tile`` in the background, as ``gmrun run`` starts
+    it (:func:`runner.fanout.local.worker_command`: JSON log lines on the ``stderr`` pipe), with
+    ``args`` appended; stdout discarded."""
+    return subprocess.Popen(
+        [*worker_command(plan.url, tile), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
+
+
 def assert_clean_error(
     proc: subprocess.CompletedProcess[str], *needles: str, code: int = 2
 ) -> None:
@@ -139,6 +156,7 @@ __all__ = [
     "date",
     "gmrun",
     "make_plan",
+    "start_run_tile",
     "tile_cogs",
     "tile_items",
     "with_changes",

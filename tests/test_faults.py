@@ -36,6 +36,7 @@ from tests.conftest import (
     assert_clean_error,
     gmrun,
     make_plan,
+    start_run_tile,
     tile_cogs,
     tile_items,
     with_changes,
@@ -62,27 +63,7 @@ def _plan(synth: Synth, folder: Path, **input_cfg: object) -> Plan:
 
 
 def _worker(plan: Plan, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "runner.cli",
-        "run-tile",
-        "--plan",
-        plan.url,
-        "--tile",
-        str(TILE),
-        "--log-format",
-        "json",
-        *args,
-    ]
-    return subprocess.Popen(
-        cmd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-    )
+    return start_run_tile(plan, TILE, *args, env=env)
 
 
 def _records(proc: subprocess.Popen[str]) -> Iterator[dict]:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -40,10 +38,10 @@ from runner.planner.sizing import (
 from runner.worker.outputs import TileOutputs, output_bands
 from tests.conftest import (
     N_DATES,
-    REPO,
     Synth,
     assert_clean_error,
     gmrun,
+    start_run_tile,
     tile_cogs,
     tile_items,
     with_changes,
@@ -182,29 +180,7 @@ def _outputs(plan: Plan, location: Path) -> TileOutputs:
 def _worker(
     plan: Plan, location: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.Popen[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "runner.cli",
-        "run-tile",
-        "--plan",
-        plan.url,
-        "--tile",
-        str(TILE),
-        "--output",
-        str(location),
-        "--log-format",
-        "json",
-        *args,
-    ]
-    return subprocess.Popen(
-        cmd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-    )
+    return start_run_tile(plan, TILE, "--output", str(location), *args, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from runner.demo.synth import BARE, SCL_SNOW
 from runner.planner.grid import TileId
 from runner.worker.load import load_cube
 from runner.worker.outputs import TileOutputs, output_bands
-from tests.conftest import N_DATES, ExactRun, gmrun, make_plan, with_changes
+from tests.conftest import N_DATES, ExactRun, gmrun, make_plan, start_run_tile, with_changes
 from tests.truth import truth
 
 pytestmark = pytest.mark.slow
@@ -185,8 +185,6 @@ def _vm_hwm(pid: int) -> int:
 def test_peak_rss_is_bounded_by_the_cube(synth_catalog, tmp_path: Path) -> None:
     """One 720-px tile over the demo area (cube ≈ 415 MB): the worker's peak RSS, read from
     /proc while it runs and reported in its metrics, stays under 1.5 × cube + 300 MB."""
-    import subprocess
-    import sys
 
     cfg = with_changes(
         synth_catalog.layout.config,
@@ -194,23 +192,7 @@ def test_peak_rss_is_bounded_by_the_cube(synth_catalog, tmp_path: Path) -> None:
         output={"location": str(tmp_path / "out")},
     )
     plan = make_plan(synth_catalog, tmp_path / "plan", cfg, tiles=[TileId(0, 0)])
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "runner.cli",
-            "run-tile",
-            "--plan",
-            plan.url,
-            "--tile",
-            "x000y000",
-            "--log-format",
-            "json",
-        ],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
+    proc = start_run_tile(plan, TileId(0, 0))
     polled = 0
     while proc.poll() is None:
         try:
