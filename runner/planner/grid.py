@@ -143,8 +143,37 @@ class TileGrid:
         return self.locate(x, y)
 
     def describe(self, tile: TileId, as_geojson: bool = False) -> str:
-        """Bounds in the grid CRS and lon/lat, or a GeoJSON Feature of the footprint."""
+        """Bounds in the grid CRS and lon/lat, or a GeoJSON Feature of the footprint; a tile
+        wholly outside the CRS's valid area is a :class:`UserInputError`."""
         return _describe(self, tile, as_geojson)
+
+    def lonlat_footprint(self, tile: TileId) -> shapely.Geometry:
+        """The tile's footprint in lon/lat (EPSG:4326): a Polygon, or a MultiPolygon split at
+        ±180° when it crosses the antimeridian.
+
+        Only the part inside the CRS's valid area (:mod:`runner.planner.footprint`; EPSG:6933:
+        its area of use, 86°S–86°N, 180°W–180°E) is kept; edges are densified every
+        ``tile_size / 16`` (6 km for africa_10) so curved ones stay right, collinear vertices are
+        dropped and coordinates rounded to 1e-7° (≈1 cm). About 0.35 ms a tile. A tile wholly
+        outside the valid area raises :class:`UserInputError`."""
+        geom = self.lonlat_footprints([tile])[0]
+        if geom.is_empty:
+            raise UserInputError(f"tile {tile} {outside_message(self)}")
+        return geom
+
+    def lonlat_footprints(self, tiles: Sequence[TileId]) -> np.ndarray:
+        """:meth:`lonlat_footprint` of many tiles at once (a shapely array in ``tiles``' order;
+        vectorised, ≈50 µs a tile); a tile wholly outside the valid area is an empty Polygon."""
+        from runner.planner.footprint import lonlat_footprints
+
+        return lonlat_footprints(self, self.boxes(tiles))
+
+    def valid_fraction(self, tile: TileId) -> float:
+        """The fraction (0–1) of the tile's area in the grid CRS that has a lon/lat footprint."""
+        from runner.planner.footprint import grid_parts
+
+        box = self.boxes([tile])
+        return float(shapely.area(grid_parts(self, box)[0]) / shapely.area(box[0]))
 
     def tiles(self, region: Geometry) -> Iterator[TileId]:
         """Tiles whose area intersects ``region`` (its geometry, not just its bounding box), row
@@ -173,31 +202,68 @@ def _to_grid(crs: str) -> Transformer:
     return Transformer.from_crs("EPSG:4326", crs, always_xy=True)
 
 
+def outside_message(grid: TileGrid) -> str:
+    """``lies wholly outside EPSG:6933's valid area (…); tiles with a footprint: x000–x361, …``."""
+    from runner.planner.footprint import valid_area
+
+    area = valid_area(grid.crs)
+    if area is None:
+        return f"has no position in lon/lat: {grid.crs} cannot transform it"
+    left, bottom, right, top = area.bounds
+    lo = grid.locate(left, bottom)
+    hi = grid.locate(math.nextafter(right, -math.inf), math.nextafter(top, -math.inf))
+    return (
+        f"lies wholly outside {grid.crs}'s valid area ({_area_name(grid.crs)}; "
+        f"x {left:.0f} to {right:.0f}, y {bottom:.0f} to {top:.0f}): it has no lon/lat footprint. "
+        f"Tiles of this grid with one: {TileId(lo.ix, 0).x_part}–{TileId(hi.ix, 0).x_part}, "
+        f"{TileId(0, lo.iy).y_part}–{TileId(0, hi.iy).y_part}"
+    )
+
+
+@cache
+def _area_name(crs: str) -> str:
+    import pyproj
+
+    aou = pyproj.CRS(crs).area_of_use
+    return "no declared area of use" if aou is None else aou.name.rstrip(".")
+
+
 def _describe(grid: TileGrid, tile: TileId, as_geojson: bool = False) -> str:
     import json
 
     import shapely.geometry
 
+    from runner.planner.footprint import lonlat_bounds
+
     b = grid.bounds(tile)
-    fp = grid.footprint(tile).to_crs(CRS("EPSG:4326"), resolution=grid.tile_size / 16)
-    # densified for curved edges in other CRSs; straight ones (EPSG:6933) lose their extra vertices
-    ll = shapely.set_precision(fp.geom.simplify(1e-7), 1e-7)
+    ll = grid.lonlat_footprint(tile)
+    w, s, e, n = lonlat_bounds(ll)
+    frac = grid.valid_fraction(tile)
     if as_geojson:
         doc = {
             "type": "Feature",
             "id": str(tile),
+            "bbox": [w, s, e, n],
             "properties": {
                 "tile": str(tile),
                 "crs": grid.crs,
                 "bounds": [b.left, b.bottom, b.right, b.top],
+                "valid_fraction": round(frac, 6),
             },
             "geometry": shapely.geometry.mapping(ll),
         }
         return json.dumps(doc)
-    w, s, e, n = ll.bounds
-    return (
-        f"tile {tile}\n"
-        f"grid       {grid.crs}, {grid.resolution:g} m pixels, {grid.tile_pixels} px tiles\n"
-        f"bounds     {b.left:.0f} {b.bottom:.0f} {b.right:.0f} {b.top:.0f} (left bottom right top, {grid.crs})\n"
-        f"lon/lat    {w:.5f} {s:.5f} {e:.5f} {n:.5f} (W S E N, EPSG:4326)"
-    )
+    lines = [
+        f"tile {tile}",
+        f"grid       {grid.crs}, {grid.resolution:g} m pixels, {grid.tile_pixels} px tiles",
+        f"bounds     {b.left:.0f} {b.bottom:.0f} {b.right:.0f} {b.top:.0f} (left bottom right top, {grid.crs})",
+        f"lon/lat    {w:.5f} {s:.5f} {e:.5f} {n:.5f} (W S E N, EPSG:4326)",
+    ]
+    if w > e:
+        lines.append("note       the footprint crosses the antimeridian (W > E): two polygons")
+    if frac < 1 - 1e-9:
+        lines.append(
+            f"note       {100 * frac:.1f} % of the tile lies in {grid.crs}'s valid area "
+            f"({_area_name(grid.crs)}); lon/lat is that part"
+        )
+    return "\n".join(lines)
