@@ -23,42 +23,20 @@ def node_hours(plan: Plan) -> float:
     return sum(px * tp.n_obs for tp in plan.tiles) / PX_OBS_PER_NODE_HOUR
 
 
-_RAMP = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37))  # viridis stops
-
-
-def _colour(v: float) -> tuple[int, int, int]:
-    """``v`` in [0, 1] on a 5-stop viridis ramp."""
-    x = min(max(v, 0.0), 1.0) * (len(_RAMP) - 1)
-    i = min(int(x), len(_RAMP) - 2)
-    f = x - i
-    return tuple(round(a + (b - a) * f) for a, b in zip(_RAMP[i], _RAMP[i + 1], strict=True))  # type: ignore[return-value]
-
-
 def tiles_geojson(plan: Plan) -> dict[str, Any]:
-    """One Feature per tile (footprint in lon/lat) with n_items, n_obs, cube_bytes, memory."""
-    import shapely
+    """One Feature per tile (footprint in lon/lat, :meth:`TileGrid.lonlat_footprints`: clipped
+    to the CRS's valid area, split at the antimeridian) with n_items, n_obs, cube_bytes, memory;
+    a tile with no lon/lat footprint has ``"geometry": null``."""
     import shapely.geometry
-    from pyproj import Transformer
 
-    grid = plan.grid
-    tiles = [tp.tile for tp in plan.tiles]
-    tr = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
-    boxes = shapely.segmentize(grid.boxes(tiles), grid.tile_size / 8)
-
-    def to_ll(xy: Any) -> Any:
-        import numpy as np
-
-        lon, lat = tr.transform(xy[:, 0], xy[:, 1])
-        return np.column_stack([lon, lat])
-
-    ll = shapely.set_precision(shapely.simplify(shapely.transform(boxes, to_ll), 1e-7), 1e-7)
+    ll = plan.grid.lonlat_footprints([tp.tile for tp in plan.tiles])
     feats = []
     for tp, g in zip(plan.tiles, ll, strict=True):
         feats.append(
             {
                 "type": "Feature",
                 "id": str(tp.tile),
-                "geometry": shapely.geometry.mapping(g),
+                "geometry": None if g.is_empty else shapely.geometry.mapping(g),
                 "properties": {
                     "tile": str(tp.tile),
                     "n_items": tp.n_items,
@@ -73,51 +51,14 @@ def tiles_geojson(plan: Plan) -> dict[str, Any]:
 
 
 def tiles_png(plan: Plan, outline: Any | None = None, max_px: int = 1000) -> bytes:
-    """A map of the plan's tiles (grid CRS, north up) coloured by observation count (viridis,
-    0 → max), tiles without observations in red, over the region's outline (grey)."""
-    import io
+    """A map of the plan's tiles (grid CRS, north up, at most ``max_px`` px a side): coloured by
+    observation count on viridis from the smallest non-zero count to the largest (colour bar),
+    tiles without observations in the "empty" grey, ids (and ``N obs``) inside the tiles when
+    they are legible, over the region's outline. See :func:`runner.product.tilemap.plan_map`."""
+    from runner.product._draw import png_bytes
+    from runner.product.tilemap import plan_map
 
-    import shapely
-    from odc.geo import CRS
-    from PIL import Image, ImageDraw
-
-    grid = plan.grid
-    boxes = grid.boxes([tp.tile for tp in plan.tiles])
-    geoms = list(boxes)
-    region = None
-    if outline is not None:
-        region = outline.to_crs(CRS(grid.crs)).geom
-        geoms.append(region)
-    if not geoms:
-        geoms = [shapely.box(0, 0, 1, 1)]
-    left, bottom, right, top = shapely.total_bounds(geoms)
-    scale = max_px / max(right - left, top - bottom)
-    w, h = max(1, round((right - left) * scale)) + 2, max(1, round((top - bottom) * scale)) + 2
-    img = Image.new("RGB", (w, h), (255, 255, 255))
-    draw = ImageDraw.Draw(img)
-
-    def px(x: float, y: float) -> tuple[float, float]:
-        return (1 + (x - left) * scale, 1 + (top - y) * scale)
-
-    if region is not None:
-        for poly in getattr(region, "geoms", [region]):
-            draw.polygon(
-                [px(x, y) for x, y in poly.exterior.coords],
-                fill=(225, 225, 225),
-                outline=(120, 120, 120),
-            )
-    top_obs = max((tp.n_obs for tp in plan.tiles), default=0) or 1
-    for tp, b in zip(plan.tiles, boxes, strict=True):
-        x0, y0, x1, y1 = b.bounds
-        colour = (220, 40, 40) if tp.n_obs == 0 else _colour(tp.n_obs / top_obs)
-        (a, d), (c, e) = px(x0, y1), px(x1, y0)
-        draw.rectangle([a, d, max(a, c - 1), max(d, e - 1)], fill=colour)
-    if region is not None:  # the coastline over the tiles
-        for poly in getattr(region, "geoms", [region]):
-            draw.line([px(x, y) for x, y in poly.exterior.coords], fill=(60, 60, 60), width=1)
-    out = io.BytesIO()
-    img.save(out, format="PNG", optimize=True)
-    return out.getvalue()
+    return png_bytes(plan_map(plan, outline, max_px))
 
 
 def summary_table(plan: Plan) -> Any:
