@@ -93,7 +93,10 @@ def test_median_tile_end_to_end(synth_catalog: Synth, tmp_path: Path) -> None:
     assert out.is_done()
     assert "/median_s2_annual/" in out.item_url
     item = json.loads(Path(out.item_url).read_text())
-    assert list(item["assets"]) == [b.name for b in reducer_for(cfg).output_bands(cfg)]
+    assert list(item["assets"]) == [
+        *(b.name for b in reducer_for(cfg).output_bands(cfg)),
+        "thumbnail",
+    ]
     assert item["properties"]["gmrun:algorithm"]["name"] == "median"
     assert "iterations_mean" not in item["properties"]["gmrun:metrics"]
 

@@ -229,7 +229,8 @@ def test_s3_inputs_with_endpoint_url_match_local_files(
     # output.acl: every object written carries the canned ACL (moto records it)
     all_users = "http://acs.amazonaws.com/groups/global/AllUsers"
     keys = [
-        store.split_s3(u)[1] for u in [out.item_url, out.metrics_url, *map(out.band_url, bands)]
+        store.split_s3(u)[1]
+        for u in [out.item_url, out.metrics_url, out.thumbnail_url, *map(out.band_url, bands)]
     ]
     for key in keys:
         grants = store.s3_client().get_object_acl(Bucket=BUCKET, Key=key)["Grants"]

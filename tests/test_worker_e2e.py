@@ -42,7 +42,7 @@ def test_all_tiles_done_with_stac_item_last(exact_run: ExactRun) -> None:
         )
         assert out.is_done()
         item = json.loads(Path(out.item_url).read_text())
-        assert set(item["assets"]) == set(output_bands(exact_run.plan.config))
+        assert set(item["assets"]) == {*output_bands(exact_run.plan.config), "thumbnail"}
         item_mtime = Path(out.item_url).stat().st_mtime_ns
         for band in output_bands(exact_run.plan.config):
             p = Path(out.band_url(band))

@@ -3,7 +3,9 @@
 Layout (odc-stats compatible)::
 
     {location}/{product}/{version}/x017/y156/{period}/{product}_x017y156_{period}_{band}.tif
+    {location}/{product}/{version}/x017/y156/{period}/{product}_x017y156_{period}_thumbnail.png
     {location}/{product}/{version}/x017/y156/{period}/{product}_x017y156_{period}.stac-item.json
+    {location}/{product}/{version}/collection.json       (``gmrun collect``)
 
 The output bands are the reducer's (:meth:`runner.reducers.Reducer.output_bands`): their
 files, their STAC assets and the done marker all follow that one list. The STAC item is written
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from runner.common import store
 from runner.common.config import RunConfig
 from runner.planner.grid import TileId
 from runner.planner.period import Period
+from runner.product.stac import COG_TYPE
 from runner.reducers import OutputBand, reducer_for
 
 
@@ -72,14 +74,41 @@ class TileOutputs:
     def metrics_url(self) -> str:
         return store.join(self.folder, f"{self.stem}.metrics.json")
 
+    @property
+    def thumbnail_url(self) -> str:
+        return store.join(self.folder, f"{self.stem}_thumbnail.png")
+
+    @property
+    def product_folder(self) -> str:
+        """``{location}/{product}/{version}``: where the collection and the mosaics go."""
+        p = self.config.product
+        return store.join(self.location, p.name, p.version)
+
+    @property
+    def item_href(self) -> str:
+        """The item's href relative to the product folder (``x017/y156/2023/….stac-item.json``)."""
+        return "/".join(
+            (self.tile.x_part, self.tile.y_part, self.period.label, f"{self.stem}.stac-item.json")
+        )
+
     def is_done(self) -> bool:
         """True iff the STAC item (done marker) exists, parses and lists every output band."""
         try:
             doc = json.loads(store.read_bytes(self.item_url))
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return False
+        return self.is_done_item(doc)
+
+    def is_done_item(self, doc: object) -> bool:
+        """True iff ``doc`` (a parsed item) lists every output band of the tile as an asset."""
         assets = doc.get("assets", {}) if isinstance(doc, dict) else {}
-        return all(b in assets for b in output_bands(self.config))
+        return isinstance(assets, dict) and all(b in assets for b in output_bands(self.config))
+
+    def band_href(self, band: str) -> str:
+        """A band's COG relative to the product folder (``x017/y156/2023/…_B02.tif``)."""
+        return "/".join(
+            (self.tile.x_part, self.tile.y_part, self.period.label, f"{self.stem}_{band}.tif")
+        )
 
 
 # --- writing --------------------------------------------------------------------------------------
@@ -92,8 +121,10 @@ class WrittenFile:
     multihash: str
 
 
-def cog_bytes(data: NDArray[Any], geobox: GeoBox, nodata: float | None, resampling: str) -> bytes:
-    """Encode a 2-D array as a Cloud Optimized GeoTIFF (DEFLATE, 512 px blocks, overviews).
+def cog_bytes(data: NDArray[Any], geobox: GeoBox, band: OutputBand) -> bytes:
+    """Encode a 2-D array as a Cloud Optimized GeoTIFF (DEFLATE, 512 px blocks, overviews) that
+    describes itself: the band's description, scale, offset, unit and nodata, as GDAL, QGIS and
+    ``rio info`` show them.
 
     GDAL writes no timestamps, so the same array always encodes to the same bytes.
     """
@@ -109,12 +140,18 @@ def cog_bytes(data: NDArray[Any], geobox: GeoBox, nodata: float | None, resampli
         "dtype": data.dtype.name,
         "crs": str(geobox.crs),
         "transform": geobox.transform,
-        "nodata": nodata,
+        "nodata": band.nodata,
     }
     predictor = "3" if data.dtype.kind == "f" else "2"
     with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), MemoryFile() as src, MemoryFile() as dst:
         with src.open(**profile) as ds:
             ds.write(data, 1)
+            ds.set_band_description(1, band.description)
+            if band.units:
+                ds.set_band_unit(1, band.units)
+            if band.scale is not None or band.offset is not None:
+                ds.scales = (1.0 if band.scale is None else band.scale,)
+                ds.offsets = (0.0 if band.offset is None else band.offset,)
             rio_copy(
                 ds,
                 dst.name,
@@ -122,7 +159,7 @@ def cog_bytes(data: NDArray[Any], geobox: GeoBox, nodata: float | None, resampli
                 compress="DEFLATE",
                 predictor=predictor,
                 blocksize=512,
-                overview_resampling=resampling,
+                overview_resampling=band.resampling,
             )
         return bytes(dst.getbuffer())
 
@@ -131,21 +168,6 @@ def write_file(url: str, data: bytes, content_type: str) -> WrittenFile:
     """Write bytes to a location and return its size and sha256 multihash (``1220`` + hex)."""
     store.write_bytes(url, data, content_type)
     return WrittenFile(url, len(data), "1220" + hashlib.sha256(data).hexdigest())
-
-
-COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
-
-
-def raster_band(band: OutputBand) -> dict[str, Any]:
-    """The ``raster:bands`` entry of an output band (NaN nodata is written ``"nan"``)."""
-    raster: dict[str, Any] = {"data_type": band.dtype}
-    if band.nodata is not None:
-        raster["nodata"] = "nan" if math.isnan(band.nodata) else band.nodata
-    if band.scale is not None:
-        raster["scale"] = band.scale
-    if band.offset is not None:
-        raster["offset"] = band.offset
-    return raster
 
 
 def write_layers(
@@ -158,66 +180,8 @@ def write_layers(
     ``on_written(band, file)`` after each. Returns what was written, by band name."""
     files = {}
     for band, data in layers:
-        cog = cog_bytes(data, geobox, band.nodata, band.resampling)
+        cog = cog_bytes(data, geobox, band)
         files[band.name] = write_file(out.band_url(band.name), cog, COG_TYPE)
         if on_written is not None:
             on_written(band, files[band.name])
     return files
-
-
-def tile_item(
-    out: TileOutputs, geobox: GeoBox, files: dict[str, WrittenFile], extra: dict[str, Any]
-) -> dict[str, Any]:
-    """The tile's STAC item: footprint, period, grid, one asset per output band of the reducer
-    (relative href, size, sha256 multihash, ``raster:bands``) and the processing metadata in
-    ``extra``."""
-    from odc.geo import CRS
-
-    cfg = out.config
-    reducer = reducer_for(cfg)
-    bands = {b.name: b for b in reducer.output_bands(cfg)}
-    # densify each side into 16 segments (``resolution`` is in the grid's units, metres)
-    edge = max(geobox.shape.yx) * abs(geobox.resolution.x)
-    footprint = geobox.extent.to_crs(CRS("EPSG:4326"), resolution=edge / 16)
-    lon0, lat0, lon1, lat1 = footprint.boundingbox
-    if geobox.crs is None:
-        raise ValueError(f"tile {out.tile}: its GeoBox has no CRS")
-    epsg = geobox.crs.epsg
-    assets: dict[str, Any] = {}
-    for band, f in files.items():
-        assets[band] = {
-            "href": "./" + f.url.replace("\\", "/").rsplit("/", 1)[-1],
-            "type": COG_TYPE,
-            "roles": ["data"],
-            "file:size": f.size,
-            "file:checksum": f.multihash,
-            "raster:bands": [raster_band(bands[band])],
-        }
-    return {
-        "type": "Feature",
-        "stac_version": "1.0.0",
-        "stac_extensions": [
-            "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
-            "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
-            "https://stac-extensions.github.io/file/v2.1.0/schema.json",
-        ],
-        "id": out.stem,
-        "collection": cfg.product.name,
-        "geometry": footprint.json,
-        "bbox": [lon0, lat0, lon1, lat1],
-        "properties": {
-            "datetime": None,
-            "start_datetime": f"{out.period.start:%Y-%m-%d}T00:00:00Z",
-            "end_datetime": f"{out.period.end:%Y-%m-%d}T23:59:59Z",
-            "odc:product": cfg.product.name,
-            "odc:product_family": reducer.product_family,
-            "odc:region_code": str(out.tile),
-            "odc:dataset_version": cfg.product.version,
-            "proj:epsg": epsg,
-            "proj:shape": list(geobox.shape.yx),
-            "proj:transform": list(geobox.transform)[:6],
-            **extra,
-        },
-        "links": [],
-        "assets": assets,
-    }

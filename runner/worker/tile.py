@@ -31,9 +31,10 @@ from runner.planner.sizing import choose_row_bands
 from runner.reducers import Reducer, RowBandResult, reducer_for
 from runner.worker.cube import Cube, RowBand
 from runner.worker.deadline import Deadline
+from runner.worker.item import ThumbnailTap, item_document, write_thumbnail
 from runner.worker.load import TileLoader
 from runner.worker.metrics import peak_rss_bytes, timed
-from runner.worker.outputs import TileOutputs, WrittenFile, tile_item, write_file, write_layers
+from runner.worker.outputs import TileOutputs, WrittenFile, write_file, write_layers
 
 
 @dataclass
@@ -153,7 +154,9 @@ def run_tile(
         log.info("wrote %s", f.url, extra={"stage": "write", "band": band.name})
 
     with timed(timings, "write"):
-        files = write_layers(out, geobox, reducer.layers(result.value, config), written)
+        tap = ThumbnailTap(reducer.output_bands(config), geobox.shape.yx)
+        files = write_layers(out, geobox, tap.tap(reducer.layers(result.value, config)), written)
+        thumbnail = write_thumbnail(out, tap)
     metrics = {
         "tile": str(tid),
         "started": started,
@@ -171,11 +174,12 @@ def run_tile(
         **reducer.metrics(result.value),
     }
     write_file(out.metrics_url, json.dumps(metrics, indent=1).encode(), "application/json")
-    item = tile_item(
+    item = item_document(
         out,
         geobox,
         files,
-        extra={
+        thumbnail,
+        {
             "gmrun:software": f"gmrun {__version__}",
             "gmrun:algorithm": config.algorithm.model_dump(mode="json"),
             "gmrun:mask": config.mask.model_dump(mode="json"),
