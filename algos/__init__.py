@@ -4,6 +4,15 @@ The numerical core of gmrun: numba kernels that reproduce the geomad/hdstats
 ``*_pcm`` ("pixel composite mosaic") functions, plus a memory-bounded entry
 point for uint16 Sentinel-2 cubes.
 
+The ``*_pcm`` functions take hdstats 0.2.1's positional order
+(``nangeomedian_pcm(X, eps, maxiters, num_threads, nodata, nocheck)``,
+``emad_pcm(X, gm, num_threads, nocheck, nodata)``; everything else by keyword)
+and read integer input as geomad 1.0.0 does: uint16/int16 X is scaled to
+``float32(X) * scale + offset`` (defaults 1e-4 and 0) with ``nodata`` (0 / -999)
+missing; the geomedian comes back in X's units, the MADs take it in the scaled
+ones.  ``nodata`` on float input is honoured, ``scale``/``offset`` on float input
+are refused (docs/algos.md has the comparison table).
+
 Geometric median
 ----------------
 For a pixel with valid observations :math:`x_1, \dots, x_n \in \mathbb{R}^p`

@@ -9,8 +9,9 @@ not NaN for float input, ``!= nodata`` for integer input) are first gathered
 into a small dense, band-major float32 scratch buffer ``xb[band, k]``.  All
 later passes run over that buffer with unit-stride inner loops over ``k``, so
 masked observations cost nothing after the gather and the inner loops
-vectorise (SIMD over observations).  (The stand-alone MAD kernel skips the
-gather: NaN propagates through a distance and NaN distances are dropped.)  Integer input is converted to
+vectorise (SIMD over observations).  (The stand-alone float MAD kernel skips the
+gather: NaN propagates through a distance and NaN distances are dropped; the
+integer / explicit-nodata one, :func:`mad_gather_kernel`, gathers.)  Integer input is converted to
 reflectance on the fly during the gather as ``float32(DN) * scale + offset``
 (float32 arithmetic, bit-identical to ``cube.astype(float32) * scale +
 offset`` in NumPy), so no float copy of the cube is ever made.
@@ -44,8 +45,9 @@ BCMAD = 2
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _invalid(v, use_nodata: bool, nodata) -> bool:
+    """``v`` is missing: NaN (``v != v``, always False for integers), or equal to ``nodata``."""
     if use_nodata:
-        return v == nodata
+        return v == nodata or v != v
     return v != v  # NaN test that also compiles for integer dtypes
 
 
@@ -444,3 +446,29 @@ def mad_kernel(X, gm, kind: int, out) -> None:
             for j in range(nb):
                 g[j] = gm[r, c, j]
             out[r, c] = _mad(X[r, c], nt, g, kind, buf, acc, dist, s1, s2)
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def mad_gather_kernel(X, use_nodata: bool, nodata, scale, offset, gm, kind: int, out) -> None:
+    """One MAD of X (integer or float) against the geomedian gm (in scaled units), with a gather.
+
+    Each pixel's valid observations (no band NaN or ``nodata``) are gathered and scaled
+    (``float32(v) * scale + offset``) exactly as in :func:`geomedian_kernel`, then the MAD of
+    :func:`_mad` is taken over them: the same numbers as the fused u16 path.
+    ``scale``/``offset`` must be float32 scalars.
+    """
+    ny, nx, nb, nt = X.shape
+    for r in prange(ny):
+        valid = np.empty(nt, dtype=np.uint8)
+        xb = np.empty((nb, nt + 1), dtype=np.float32)
+        g = np.empty(nb, dtype=np.float64)
+        buf = np.empty(nt + 1, dtype=np.float64)
+        acc = np.empty(nt + 1, dtype=np.float64)
+        dist = np.empty(nt + 1, dtype=np.float32)
+        s1 = np.empty(nt + 1, dtype=np.float32)
+        s2 = np.empty(nt + 1, dtype=np.float32)
+        for c in range(nx):
+            nv = _gather(X[r, c], use_nodata, nodata, scale, offset, valid, xb)
+            for j in range(nb):
+                g[j] = gm[r, c, j]
+            out[r, c] = _mad(xb, nv, g, kind, buf, acc, dist, s1, s2)

@@ -1,8 +1,18 @@
-"""Public, hdstats/geomad-compatible entry points (see :mod:`algos` for the maths)."""
+"""Public, hdstats/geomad-compatible entry points (see :mod:`algos` for the maths).
+
+Compatibility, from the sources of hdstats 0.2.1 (``hdstats/geomedian.pyx``, ``geomad.pyx``)
+and geomad 1.0.0 (``geomad/pcm.pyx``): hdstats' positional order; geomad's integer paths
+(uint16 nodata 0, int16 nodata -999, ``value = X * scale + offset`` with scale 1e-4 and
+offset 0, the integer geomedian returned in X's units, the MADs given the geomedian in the
+scaled units); where those libraries silently ignore an argument (``nodata`` on float input,
+``scale``/``offset`` on float input, unknown keywords) this module honours it or refuses it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -26,6 +36,12 @@ __all__ = [
 
 BACKENDS = ("numba", "geomad", "hdstats")
 HDSTATS_HINT = "pip install hdstats==0.2.1 'scipy<1.15'"
+#: Integer dtypes the hdstats-compatible functions read, with their default nodata (geomad
+#: 1.0.0's ``pcm.pyx``: 0 for uint16, -999 for int16).
+INT_NODATA: dict[np.dtype[Any], int] = {np.dtype(np.uint16): 0, np.dtype(np.int16): -999}
+#: Default scaling of integer input, value = X * INT_SCALE + INT_OFFSET (geomad/hdstats: 1e-4, 0).
+INT_SCALE = 1e-4
+INT_OFFSET = 0.0
 
 
 @dataclass
@@ -79,71 +95,174 @@ def _as_stack(X: ArrayLike, ndim: int = 4, name: str = "X") -> NDArray[np.float3
     return np.ascontiguousarray(arr)
 
 
+@dataclass(frozen=True)
+class _Stack:
+    """A checked input of the hdstats-compatible functions, ready for the kernels."""
+
+    X: NDArray[Any]  #: C-contiguous float32 or uint16 (y, x, band, time)
+    use_nodata: bool  #: values equal to ``nodata`` are missing (NaN always is)
+    nodata: Any  #: a scalar of X's dtype
+    scale: np.float32  #: the kernels' value = X * scale + offset (1 and 0 for float X)
+    offset: np.float32
+    #: (scale, offset) of integer input: the geomedian goes back to its units; None for float
+    units: tuple[np.float32, np.float32] | None = None
+
+
+_UNIT = (np.float32(1.0), np.float32(0.0))
+
+
+def _is_integral(v: object) -> bool:
+    if isinstance(v, bool | np.bool_):
+        return False
+    if isinstance(v, numbers.Integral):
+        return True
+    return isinstance(v, numbers.Real) and math.isfinite(float(v)) and float(v).is_integer()
+
+
+def _prepare(
+    X: ArrayLike, nodata: float | None, scale: float | None, offset: float | None
+) -> _Stack:
+    """Check X and the scaling/nodata arguments as hdstats/geomad read them (see the module doc)."""
+    arr = np.asarray(X)
+    if arr.ndim != 4:
+        raise ValueError(f"X must be 4-d (y, x, band, time), got shape {arr.shape}")
+    dtype = arr.dtype
+    if dtype.kind in "iu":
+        if dtype not in INT_NODATA:
+            raise TypeError(
+                f"integer X must be uint16 or int16 (as in hdstats/geomad), got {dtype}: "
+                "convert it, or pass float with NaN for missing values"
+            )
+        info = np.iinfo(dtype)
+        nd = INT_NODATA[dtype] if nodata is None else nodata
+        if not _is_integral(nd) or not info.min <= int(nd) <= info.max:
+            raise ValueError(
+                f"nodata must be an integer in [{info.min}, {info.max}] for {dtype} X, got {nodata!r}"
+            )
+        s = INT_SCALE if scale is None else scale
+        o = INT_OFFSET if offset is None else offset
+        if not (math.isfinite(s) and s != 0 and math.isfinite(o)):
+            raise ValueError(f"scale must be finite and non-zero, offset finite: {s!r}, {o!r}")
+        s32, o32, nd_x = np.float32(s), np.float32(o), dtype.type(int(nd))
+        if dtype == np.uint16:  # read in place by the kernels (scaled as they gather)
+            return _Stack(np.ascontiguousarray(arr), True, nd_x, s32, o32, (s32, o32))
+        # int16, rare: a scaled float32 copy with NaN for nodata -- the same float32 values the
+        # kernels would make, and no kernel variant to compile for it
+        Xf = arr.astype(np.float32)
+        Xf *= s32
+        Xf += o32
+        Xf[arr == nd_x] = np.nan
+        return _Stack(np.ascontiguousarray(Xf), False, np.float32(0), *_UNIT, (s32, o32))
+    if dtype.kind != "f":
+        raise TypeError(f"X must be a float, uint16 or int16 array, got {dtype}")
+    if scale is not None or offset is not None:
+        raise ValueError(
+            "scale and offset apply to integer X only (value = X * scale + offset); "
+            f"X is {dtype}: scale it before the call"
+        )
+    if nodata is not None and not isinstance(nodata, numbers.Real):
+        raise TypeError(f"nodata must be a number, got {nodata!r}")
+    use = nodata is not None and not math.isnan(nodata)
+    return _Stack(_as_stack(arr), use, np.float32(nodata if use else 0.0), *_UNIT)
+
+
+def _check_iteration_args(eps: object, maxiters: object) -> None:
+    if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or math.isnan(eps):
+        raise TypeError(
+            f"eps must be a number, got {type(eps).__name__}: the order is hdstats' "
+            "nangeomedian_pcm(X, eps, maxiters, num_threads, nodata, nocheck); "
+            "pass weights as weight=..."
+        )
+    if not isinstance(maxiters, numbers.Integral) or isinstance(maxiters, bool) or maxiters < 0:
+        raise TypeError(f"maxiters must be an integer >= 0, got {maxiters!r}")
+
+
 @overload
 def nangeomedian_pcm(
     X: ArrayLike,
-    weight: ArrayLike | None = ...,
-    maxiters: int = ...,
     eps: float = ...,
+    maxiters: int = ...,
     num_threads: int | None = ...,
+    nodata: float | None = ...,
     nocheck: bool = ...,
+    *,
+    weight: ArrayLike | None = ...,
+    scale: float | None = ...,
+    offset: float | None = ...,
     return_iterations: Literal[False] = ...,
-    **kw: Any,
 ) -> NDArray[np.float32]: ...
 
 
 @overload
 def nangeomedian_pcm(
     X: ArrayLike,
-    weight: ArrayLike | None = ...,
-    maxiters: int = ...,
     eps: float = ...,
+    maxiters: int = ...,
     num_threads: int | None = ...,
+    nodata: float | None = ...,
     nocheck: bool = ...,
     *,
+    weight: ArrayLike | None = ...,
+    scale: float | None = ...,
+    offset: float | None = ...,
     return_iterations: Literal[True],
-    **kw: Any,
 ) -> tuple[NDArray[np.float32], NDArray[np.int32]]: ...
 
 
 def nangeomedian_pcm(
     X: ArrayLike,
-    weight: ArrayLike | None = None,
-    maxiters: int = 1000,
     eps: float = 1e-4,
+    maxiters: int = 1000,
     num_threads: int | None = None,
+    nodata: float | None = None,
     nocheck: bool = False,
+    *,
+    weight: ArrayLike | None = None,
+    scale: float | None = None,
+    offset: float | None = None,
     return_iterations: bool = False,
-    **kw: Any,
 ) -> NDArray[np.float32] | tuple[NDArray[np.float32], NDArray[np.int32]]:
-    """Geometric median over the last axis of X (y, x, band, time) -> (y, x, band) float32.
+    """Geometric median over the last axis of X (y, x, band, time) -> float32 (y, x, band).
 
-    With ``return_iterations=True`` returns ``(gm, iterations)``, iterations an
-    int32 (y, x) array of Weiszfeld steps per pixel.
+    Positional order as hdstats 0.2.1's ``nangeomedian_pcm(X, eps, maxiters, num_threads,
+    nodata, nocheck)``; the rest are keywords (geomad's ``weight`` comes second positionally
+    there: here it is keyword-only, and a non-number ``eps`` is a TypeError).
 
-    Observations with any NaN band are ignored; pixels without a valid
-    observation are NaN.  ``weight``: optional positive weight per time step
-    (weighted geomedian, argmin sum_t w_t ||x_t - y||, as hdstats/geomad);
-    ``nocheck`` and extra keywords are accepted for compatibility.
+    * float X: NaN (and values equal to ``nodata``, when given) are missing; an observation
+      with any missing band is ignored.  ``scale``/``offset`` are refused (ValueError).
+    * uint16 / int16 X (geomad 1.0.0's integer paths): the geomedian is computed on
+      ``float32(X) * scale + offset`` (defaults 1e-4 and 0), observations with any band equal
+      to ``nodata`` (default 0 for uint16, -999 for int16) are ignored, and the result is
+      returned in X's units, ``(m - offset) / scale`` as float32 -- as geomad does (so
+      ``emad_pcm(X, gm * scale + offset, ...)`` gives the MADs of it).
+
+    ``eps`` is the Weiszfeld step below which iteration stops, in the scaled units (reflectance
+    for Sentinel-2 DNs with the default scale); hdstats' own default is 1e-7, geomad's 1e-4.
+    Pixels without a valid observation are NaN.  ``weight``: one positive weight per time step
+    (argmin sum_t w_t ||x_t - y||, as geomad).  ``num_threads``: numba threads for the call
+    (``None``: all).  ``nocheck`` is accepted for compatibility and changes nothing (empty
+    pixels are always NaN).  With ``return_iterations=True`` returns ``(gm, iterations)``,
+    iterations an int32 (y, x) array of Weiszfeld steps per pixel.
     """
-    Xf = _as_stack(X)
+    _check_iteration_args(eps, maxiters)
+    st = _prepare(X, nodata, scale, offset)
     w = np.empty(0, dtype=np.float32)
     if weight is not None:
         w = np.ascontiguousarray(np.asarray(weight, dtype=np.float32).ravel())
-        if w.size != Xf.shape[3]:
+        if w.size != st.X.shape[3]:
             raise ValueError("weight must have one entry per time step")
-    ny, nx, nb, _ = Xf.shape
+    ny, nx, nb, _ = st.X.shape
     gm = np.empty((ny, nx, nb), dtype=np.float32)
     count = np.empty((ny, nx), dtype=np.uint16)
     iters = np.empty((ny, nx), dtype=np.int32)
     dummy = np.empty((0, 0), dtype=np.float32)
     with numba_threads(num_threads):
         K.geomedian_kernel(
-            Xf,
-            False,
-            np.float32(0),
-            np.float32(1),
-            np.float32(0),
+            st.X,
+            st.use_nodata,
+            st.nodata,
+            st.scale,
+            st.offset,
             int(maxiters),
             float(eps),
             w,
@@ -155,43 +274,102 @@ def nangeomedian_pcm(
             count,
             iters,
         )
+    if st.units is not None:  # back to X's units, in float32 as geomad
+        gm -= st.units[1]
+        gm /= st.units[0]
     if return_iterations:
         return gm, iters
     return gm
 
 
-def _mad(X: ArrayLike, gm: ArrayLike, kind: int, num_threads: int | None) -> NDArray[np.float32]:
-    Xf = _as_stack(X)
+def _mad(
+    X: ArrayLike,
+    gm: ArrayLike,
+    kind: int,
+    num_threads: int | None,
+    nodata: float | None,
+    scale: float | None,
+    offset: float | None,
+) -> NDArray[np.float32]:
+    st = _prepare(X, nodata, scale, offset)
     g = _as_stack(gm, 3, "gm")
     if not g.flags.writeable:
         g = g.copy()  # small; avoids compiling a read-only variant of the kernel
-    if g.shape != Xf.shape[:3]:
-        raise ValueError(f"gm shape {g.shape} does not match X shape {Xf.shape}")
-    out = np.empty(Xf.shape[:2], dtype=np.float32)
+    if g.shape != st.X.shape[:3]:
+        raise ValueError(f"gm shape {g.shape} does not match X shape {st.X.shape}")
+    out = np.empty(st.X.shape[:2], dtype=np.float32)
     with numba_threads(num_threads):
-        K.mad_kernel(Xf, g, kind, out)
+        if st.X.dtype != np.float32 or st.use_nodata:
+            K.mad_gather_kernel(st.X, st.use_nodata, st.nodata, st.scale, st.offset, g, kind, out)
+        else:
+            K.mad_kernel(st.X, g, kind, out)
     return out
 
 
+_MAD_DOC = """
+
+    hdstats/geomad order and keywords: ``(X, gm, num_threads=None, nocheck=False,
+    nodata=None)``, plus keyword-only ``scale``/``offset``.  X float (NaN, and values equal to
+    ``nodata`` when given, are missing) or uint16/int16 (scaled to ``float32(X) * scale +
+    offset``, defaults 1e-4 and 0; ``nodata`` defaults to 0 / -999).  ``gm`` (y, x, band) is in
+    the *scaled* units, as geomad/hdstats expect it.  An observation with any missing band is
+    left out of the median (geomad's own uint16 kernels differ there: they count it, see
+    docs/algos.md).  Returns float32 (y, x), NaN without a valid observation; ``nocheck`` is
+    accepted and changes nothing.
+    """
+
+
 def emad_pcm(
-    X: ArrayLike, gm: ArrayLike, num_threads: int | None = None, **kw: Any
+    X: ArrayLike,
+    gm: ArrayLike,
+    num_threads: int | None = None,
+    nocheck: bool = False,
+    nodata: float | None = None,
+    *,
+    scale: float | None = None,
+    offset: float | None = None,
 ) -> NDArray[np.float32]:
-    """Euclidean MAD: median_t ||x_t - m||_2 over valid observations -> (y, x)."""
-    return _mad(X, gm, K.EMAD, num_threads)
+    return _mad(X, gm, K.EMAD, num_threads, nodata, scale, offset)
 
 
 def smad_pcm(
-    X: ArrayLike, gm: ArrayLike, num_threads: int | None = None, **kw: Any
+    X: ArrayLike,
+    gm: ArrayLike,
+    num_threads: int | None = None,
+    nocheck: bool = False,
+    nodata: float | None = None,
+    *,
+    scale: float | None = None,
+    offset: float | None = None,
 ) -> NDArray[np.float32]:
-    """Spectral (cosine) MAD: median_t (1 - <x_t, m>/(||x_t|| ||m||)) -> (y, x)."""
-    return _mad(X, gm, K.SMAD, num_threads)
+    return _mad(X, gm, K.SMAD, num_threads, nodata, scale, offset)
 
 
 def bcmad_pcm(
-    X: ArrayLike, gm: ArrayLike, num_threads: int | None = None, **kw: Any
+    X: ArrayLike,
+    gm: ArrayLike,
+    num_threads: int | None = None,
+    nocheck: bool = False,
+    nodata: float | None = None,
+    *,
+    scale: float | None = None,
+    offset: float | None = None,
 ) -> NDArray[np.float32]:
-    """Bray-Curtis MAD: median_t sum|x_t - m| / sum|x_t + m| -> (y, x)."""
-    return _mad(X, gm, K.BCMAD, num_threads)
+    return _mad(X, gm, K.BCMAD, num_threads, nodata, scale, offset)
+
+
+emad_pcm.__doc__ = (
+    "Euclidean MAD: median_t ||x_t - m||_2 over the valid observations -> (y, x), in the "
+    "scaled units (reflectance for Sentinel-2 DNs)." + _MAD_DOC
+)
+smad_pcm.__doc__ = (
+    "Spectral (cosine) MAD: median_t (1 - <x_t, m> / (||x_t|| ||m||)) -> (y, x), unitless."
+    + _MAD_DOC
+)
+bcmad_pcm.__doc__ = (
+    "Bray-Curtis MAD: median_t sum_j |x_tj - m_j| / sum_j |x_tj + m_j| -> (y, x), unitless."
+    + _MAD_DOC
+)
 
 
 def _external_backend(backend: str) -> Any:
