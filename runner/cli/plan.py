@@ -60,6 +60,10 @@ from runner.common.errors import exit_on_error
     help="gmrun.yaml (defaults for every key).",
 )
 @click.option(
+    "--preset",
+    help="A shipped configuration under --config's keys: deafrica (odc-stats' gm_s2_annual).",
+)
+@click.option(
     "-o", "--output", "out", default="plan", show_default=True, help="Plan folder (local or s3://)."
 )
 @click.option("--max-memory", type=str, help="Cap per-tile memory, e.g. 64Gi.")
@@ -81,6 +85,7 @@ def plan(
     year: int | None,
     period: str | None,
     config_path: str | None,
+    preset: str | None,
     out: str,
     max_memory: str | None,
     dry_run: bool,
@@ -107,7 +112,7 @@ def plan(
     from runner.planner.report import summary_table
 
     store.use_endpoint(endpoint_url)
-    config = load_config(config_path)
+    config = load_config(config_path, preset)
     selection = TileSelection(
         bbox=parse_bbox(bbox) if bbox else None,
         tiles=parse_tile_list(tiles),
@@ -180,7 +185,16 @@ def grid_locate(lon: float, lat: float, config_path: str | None) -> None:
 )
 @exit_on_error
 def grid_show(tile: str, as_geojson: bool, config_path: str | None) -> None:
-    """Print a tile's bounds in the grid CRS and in lon/lat."""
+    """Print a tile's bounds in the grid CRS and in lon/lat.
+
+    The lon/lat footprint is the part of the tile inside the CRS's valid area (EPSG:6933:
+    86°S–86°N), split at the antimeridian when it crosses it; a tile wholly outside that area
+    is a one-line error.
+
+    \b
+    Example:
+      gmrun grid show x211y074 --geojson
+    """
     from runner.common.config import load_config
     from runner.planner.grid import TileGrid, TileId
 

@@ -8,6 +8,7 @@ The plan embeds the parsed configuration, so a worker needs only the plan.
 from __future__ import annotations
 
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +42,12 @@ PC_TOKEN_URL = "https://planetarycomputer.microsoft.com/api/sas/v1/token"
 Backend = Literal["numba", "geomad", "hdstats"]
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
+#: an output band's name: a file-name suffix and a STAC asset key (``B02``, ``EMAD``)
+_BAND_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,62}$")
+#: ``algorithm.emad_units``: the input's digital numbers (odc-algo / DE Africa) or reflectance
+EmadUnits = Literal["dn", "reflectance"]
+#: ``preset``: configuration files shipped in ``runner/data/presets/`` (docs/deafrica.md)
+PRESETS: dict[str, str] = {"deafrica": "deafrica.yaml"}
 
 
 class _Frozen(BaseModel):
@@ -94,6 +101,21 @@ class AlgorithmConfig(_Frozen):
     num_threads: int | None = Field(None, ge=1)
     #: Rows of the cube reduced at once: bounds the float scratch memory of the reduction.
     row_block: int = Field(64, ge=1)
+    #: The geomedian's EMAD band: ``dn``, in the input's digital numbers (reflectance distance
+    #: / ``input.scale``, the COG's scale says so), as odc-algo's ``geomedian_with_mads`` and DE
+    #: Africa's ``gm_s2_annual`` write it; or ``reflectance``.
+    emad_units: EmadUnits = "dn"
+    #: Other names for the geomedian's extra bands (keys ``smad``, ``emad``, ``bcmad``,
+    #: ``count``), as odc-stats' ``aux_names``; the ``deafrica`` preset's are upper case.
+    aux_names: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("aux_names")
+    @classmethod
+    def _band_names(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [n for n in v.values() if not _BAND_RE.match(n)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a band name (letters, digits, '_' or '-')")
+        return v
 
     @model_validator(mode="after")
     def _known(self) -> AlgorithmConfig:
@@ -106,6 +128,13 @@ class AlgorithmConfig(_Frozen):
             raise ValueError(
                 f"the {self.name} runs on backend {' or '.join(reducer.backends)}, not {self.backend!r}"
             )
+        aux: tuple[str, ...] = getattr(reducer, "aux_bands", ())
+        unknown = sorted(set(self.aux_names) - set(aux))
+        if unknown:
+            can = (
+                f"the {self.name}'s {', '.join(aux)}" if aux else f"none of the {self.name}'s bands"
+            )
+            raise ValueError(f"aux_names can rename {can}, not {unknown[0]!r}")
         return self
 
 
@@ -211,9 +240,28 @@ class MemoryConfig(_Frozen):
     overhead_mib: int = Field(1024, ge=0)
 
 
+def preset_data(name: str) -> dict[str, Any]:
+    """The configuration mapping of a shipped preset (``runner/data/presets/{name}.yaml``)."""
+    text = resources.files("runner").joinpath("data", "presets", PRESETS[name]).read_text()
+    data = yaml.safe_load(text)
+    assert isinstance(data, dict) and "preset" not in data, f"bad preset file {name}"
+    return data
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, mapping by mapping (a list or scalar replaces)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 class RunConfig(_Frozen):
     """Everything a run needs besides the region, period and catalog."""
 
+    #: A shipped configuration the rest of the file is laid over, key by key (``deafrica``:
+    #: odc-stats' ``gm_s2_annual`` settings, docs/deafrica.md); recorded in the plan.
+    preset: str | None = None
     product: ProductConfig = ProductConfig()
     bands: tuple[str, ...] = DEFAULT_BANDS
     mask: MaskConfig = MaskConfig()
@@ -232,6 +280,9 @@ class RunConfig(_Frozen):
         if not isinstance(data, dict):
             return data
         data = dict(data)
+        name = data.get("preset")
+        if isinstance(name, str) and name in PRESETS:  # an unknown one: ``_known_preset`` says so
+            data = _merged(preset_data(name), data)
         kube = data.get("kubernetes")
         if isinstance(kube, dict) and "memory_overhead_mib" in kube:
             kube = dict(kube)
@@ -253,6 +304,13 @@ class RunConfig(_Frozen):
                 data["product"] = {**(product or {}), "name": reducer.default_product}
         return data
 
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str | None) -> str | None:
+        if v is not None and v not in PRESETS:
+            raise ValueError(f"unknown preset {v!r}: use one of {', '.join(PRESETS)}")
+        return v
+
     @field_validator("bands")
     @classmethod
     def _bands(cls, v: tuple[str, ...]) -> tuple[str, ...]:
@@ -261,6 +319,19 @@ class RunConfig(_Frozen):
         if len(set(v)) != len(v):
             raise ValueError("bands must be unique")
         return v
+
+    @model_validator(mode="after")
+    def _distinct_outputs(self) -> RunConfig:
+        """Output bands name files and STAC assets: no two may share a name."""
+        from runner.reducers import reducer_for
+
+        names = [b.name for b in reducer_for(self).output_bands(self)]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(
+                f"two output bands would be named {dup[0]!r} (see algorithm.aux_names)"
+            )
+        return self
 
 
 def _format_validation_error(source: str, err: ValidationError) -> str:
@@ -282,10 +353,15 @@ def parse_config(data: object, source: str = "config") -> RunConfig:
         raise UserInputError(_format_validation_error(source, err)) from None
 
 
-def load_config(path: str | Path | None) -> RunConfig:
-    """Read ``gmrun.yaml``; ``None`` gives the defaults."""
+def load_config(path: str | Path | None, preset: str | None = None) -> RunConfig:
+    """Read ``gmrun.yaml``; ``None`` gives the defaults. ``preset`` (``--preset``) replaces the
+    file's ``preset:`` key."""
+    if preset is not None and preset not in PRESETS:
+        raise UserInputError(
+            f"--preset: unknown preset {preset!r}: use one of {', '.join(PRESETS)}"
+        )
     if path is None:
-        return RunConfig()
+        return parse_config({} if preset is None else {"preset": preset}, "--preset")
     p = Path(path)
     try:
         text = p.read_text()
@@ -295,4 +371,6 @@ def load_config(path: str | Path | None) -> RunConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise UserInputError(f"{p}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if preset is not None and isinstance(data, dict | None):
+        data = {**(data or {}), "preset": preset}
     return parse_config(data, str(p))
