@@ -133,6 +133,21 @@ class ExactRun:
     out: Path
 
 
+@dataclass(frozen=True)
+class DemoRun:
+    folder: Path
+    proc: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """``gmrun demo`` once per session (2×2 tiles of 96 px, 6 dates), as a user runs it."""
+    folder = tmp_path_factory.mktemp("demo") / "demo"
+    proc = gmrun("demo", str(folder), "--tile-px", "96", "--dates", "6")
+    assert proc.returncode == 0, proc.stderr
+    return DemoRun(folder, proc)
+
+
 @pytest.fixture(scope="session")
 def exact_run(synth_catalog: Synth, tmp_path_factory: pytest.TempPathFactory) -> ExactRun:
     root = tmp_path_factory.mktemp("exact")
@@ -150,6 +165,7 @@ def exact_run(synth_catalog: Synth, tmp_path_factory: pytest.TempPathFactory) ->
 __all__ = [
     "N_DATES",
     "REPO",
+    "DemoRun",
     "ExactRun",
     "Synth",
     "assert_clean_error",

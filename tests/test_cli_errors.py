@@ -9,7 +9,15 @@ import pytest
 
 from runner.planner.grid import TileId
 from runner.worker.outputs import TileOutputs
-from tests.conftest import Synth, assert_clean_error, gmrun, make_plan, tile_items, with_changes
+from tests.conftest import (
+    DemoRun,
+    Synth,
+    assert_clean_error,
+    gmrun,
+    make_plan,
+    tile_items,
+    with_changes,
+)
 
 
 def test_missing_plan(tmp_path: Path) -> None:
@@ -103,10 +111,8 @@ def test_unreadable_asset_is_named_and_leaves_no_done_marker(
 
 
 @pytest.mark.slow
-def test_demo_command(tmp_path: Path) -> None:
-    proc = gmrun("demo", str(tmp_path / "demo"), "--tile-px", "96", "--dates", "6")
-    assert proc.returncode == 0, proc.stderr
-    png = tmp_path / "demo" / "mosaic.png"
+def test_demo_command(demo_run: DemoRun) -> None:
+    png = demo_run.folder / "mosaic.png"
     from PIL import Image
 
     with Image.open(png) as im:
@@ -114,5 +120,5 @@ def test_demo_command(tmp_path: Path) -> None:
         grey = im.convert("L").histogram()  # 256 counts
         assert sum(n > 0 for n in grey) > 20, "the mosaic should not be flat"
     # a second run skips the done tiles
-    again = gmrun("demo", str(tmp_path / "demo"), "--tile-px", "96", "--dates", "6")
+    again = gmrun("demo", str(demo_run.folder), "--tile-px", "96", "--dates", "6")
     assert again.returncode == 0 and again.stderr.count("skipped") >= 4, again.stderr

@@ -121,6 +121,16 @@ def test_end_to_end(cluster: TestCluster, synthetic_plan: Plan) -> None:
         assert f"{BROKEN_BAND}-missing.tif" in failed["reason"]
         r = gm(c, "status", "--batch", "e2e")
         assert r.exit_code == 0 and "1 failed" in r.output and "3 succeeded" in r.output
+        # the run assembled with the states of the Jobs: the failed tile and its reason
+        r = gm(c, "collect", "--batch", "e2e")
+        assert r.exit_code == 0 and f"{len(tiles) - 1} done, 1 failed" in r.output, r.output
+        product = Path(TileOutputs.of(plan.config, TileId.parse(bad), plan.period).product_folder)
+        csv_rows = (product / "tiles.csv").read_text().splitlines()
+        assert any(
+            row.startswith(f"{bad},failed,") and "BackoffLimitExceeded" in row for row in csv_rows
+        ), csv_rows
+        coll = json.loads((product / "collection.json").read_text())
+        assert sum(ln["rel"] == "item" for ln in coll["links"]) == len(tiles) - 1
 
         # submitting again creates nothing; a done tile is not rerun
         r = gm(c, "submit", "--plan", plan.url, "--batch", "e2e")

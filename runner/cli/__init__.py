@@ -5,10 +5,11 @@
     gmrun plan --catalog ... --bbox ... --year 2023 -o PLAN
     gmrun run --plan PLAN           # every tile locally, one process per tile
     gmrun run-tile --plan PLAN --tile x017y156   # one tile (what each Kubernetes Job runs)
+    gmrun collect --plan PLAN       # the run assembled: collection, mosaics, maps, report
     gmrun k8s submit|status|rerun|render ...     # one Kubernetes Job per tile
     gmrun grid locate|show ...      # the output grid's tiles
 
-The verbs live in :mod:`runner.cli.plan`, :mod:`~runner.cli.run`, :mod:`~runner.cli.demo` and
+The verbs live in :mod:`runner.cli.plan`, :mod:`~runner.cli.run`, :mod:`~runner.cli.collect`, :mod:`~runner.cli.demo` and
 :mod:`~runner.cli.k8s`; each imports what it needs when it runs, so ``--help`` is instant.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import click
 
 from runner import __version__
+from runner.cli.collect import collect_cmd
 from runner.cli.demo import demo, synth
 from runner.cli.k8s import k8s
 from runner.cli.plan import grid, plan
@@ -35,7 +37,7 @@ def cli() -> None:
     """
 
 
-for _command in (synth, plan, grid, run_tile_cmd, run_cmd, demo, k8s):
+for _command in (synth, plan, grid, run_tile_cmd, run_cmd, collect_cmd, demo, k8s):
     cli.add_command(_command)
 
 

@@ -86,10 +86,12 @@ def synth(out: Path, bbox: str, start: datetime, end: datetime, n_dates: int, se
 )
 @exit_on_error
 def demo(folder: Path, tile_px: int, n_dates: int, seed: int, algorithm: str | None) -> None:
-    """End to end on synthetic data: catalog → plan → 2×2 tiles locally → RGB mosaic.png.
+    """End to end on synthetic data: catalog → plan → 2×2 tiles locally → the run assembled.
 
     Everything lands in FOLDER (default ./gmrun-demo): gmrun.yaml, catalog/, plan/, out/ and
-    mosaic.png. Running it again reuses the catalog and skips tiles that are done.
+    mosaic.png. The tiles are then assembled as `gmrun collect` does: out/{product}/{version}/
+    holds collection.json, mosaic/*.vrt, status.png, quicklook.png and report.html (open it in
+    a browser). Running it again reuses the catalog and skips tiles that are done.
 
     \b
     Examples:
@@ -104,6 +106,6 @@ def demo(folder: Path, tile_px: int, n_dates: int, seed: int, algorithm: str | N
     res = run_demo(
         folder, tile_px=tile_px, n_dates=n_dates, seed=seed, algorithm=algorithm, console=console
     )
-    console.print(f"outputs: {res.outputs}\nquick-look: {res.quicklook}")
+    console.print(f"outputs: {res.outputs}\nquick-look: {res.quicklook}\nreport: {res.report}")
     if res.failed:
         sys.exit(1)

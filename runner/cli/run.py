@@ -195,6 +195,9 @@ def run_cmd(
         row_bands=row_bands,
     )
     runs = run_local(p, parse_tile_list(tiles), workers=workers, options=opts)
-    Console(stderr=True).print(summary_table(runs))
+    console = Console(stderr=True)
+    console.print(summary_table(runs))
+    where = f" --output {location}" if location else ""
+    console.print(f"assemble the product: gmrun collect --plan {plan_url}{where}")
     if any(r.status == "failed" for r in runs):
         sys.exit(1)

@@ -1,13 +1,16 @@
-"""``gmrun demo`` as a library call: synthetic catalog → plan → local run → RGB quick-look."""
+"""``gmrun demo`` as a library call: synthetic catalog → plan → local run → the run assembled
+(``gmrun collect``: collection, mosaics, maps, report) and an RGB quick-look."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress
 
+from runner.common import store
 from runner.common.config import load_config
 from runner.common.errors import GmrunError
 from runner.demo.layout import DEMO_PERIOD, demo_layout, write_config
@@ -17,17 +20,21 @@ from runner.planner.assign import build_plan
 from runner.planner.catalog import read_items
 from runner.planner.grid import TileGrid
 from runner.planner.period import Period
-from runner.product.quicklook import mosaic_rgb, write_png
+from runner.planner.region import REGION_FILE
+from runner.product.collect import Attempt, collect
+from runner.product.quicklook import quicklook_rgba, write_png
 from runner.worker.outputs import TileOutputs
 
 
 @dataclass(frozen=True)
 class DemoResult:
-    """What a demo run made: its tiles' runs, the outputs folder and the quick-look PNG."""
+    """What a demo run made: its tiles' runs, the outputs folder, the quick-look PNG and the
+    report of the assembled run."""
 
     runs: list[TileRun]
     outputs: Path
     quicklook: Path
+    report: Path
 
     @property
     def failed(self) -> bool:
@@ -44,8 +51,10 @@ def run_demo(
     console: Console | None = None,
 ) -> DemoResult:
     """Everything in ``folder``: ``gmrun.yaml`` (the demo grid; ``algorithm.name`` if given),
-    ``catalog/`` (synthesised once, reused), ``plan/``, ``out/`` and ``mosaic.png``. Tiles that
-    are done are skipped; progress and tables go to ``console`` (stderr by default)."""
+    ``catalog/`` (synthesised once, reused), ``plan/``, ``out/`` (the tiles, and the assembled
+    product of :func:`runner.product.collect.collect`: ``collection.json``, ``mosaic/``,
+    ``report.html``, ...) and ``mosaic.png``. Tiles that are done are skipped; progress and tables
+    go to ``console`` (stderr by default)."""
     from odc.geo import CRS
     from odc.geo.geom import box
 
@@ -77,11 +86,21 @@ def run_demo(
     plan, items = build_plan(config, tiles, read_items(str(catalog)), period, source=str(catalog))
     saved = plan.save(str(folder / "plan"), items)
     console.print(f"plan: {saved.url} ({len(tiles)} tiles, algorithm {config.algorithm.name})")
+    region_doc = json.dumps(region.json, separators=(",", ":")).encode()
+    store.write_bytes(store.join(saved.folder, REGION_FILE), region_doc, "application/geo+json")
     runs = run_local(saved, console=console)
     console.print(summary_table(runs))
     done = [TileOutputs.of(config, r.tile, period) for r in runs if r.status in ("done", "skipped")]
     if not done:
         raise GmrunError("no tile completed; see the table above")
+    attempts = {
+        r.tile: Attempt(r.status, r.message, r.exit_code)
+        for r in runs
+        if r.status in ("failed", "empty")
+    }
+    assembled = collect(saved, attempts=attempts, outline=region)
     png = folder / "mosaic.png"
-    write_png(mosaic_rgb(done), png)
-    return DemoResult(runs, folder / "out", png)
+    write_png(quicklook_rgba(done, ("B04", "B03", "B02"), grid.tile_pixels), png)
+    report = Path(assembled.files["report"])
+    console.print(f"collection: {assembled.files['collection']}")
+    return DemoResult(runs, folder / "out", png, report)

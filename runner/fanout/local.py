@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
+from runner.common import store
 from runner.fanout.worker_args import WorkerOptions, run_tile_args
 from runner.planner.grid import TileId
 from runner.planner.plan import Plan
@@ -137,7 +138,48 @@ def run_local(
                 r = fut.result()
                 results[r.tile] = r
                 bar.update(task, advance=1, description=f"{r.tile} {r.status}")
-    return [results[t] for t in wanted]
+    runs = [results[t] for t in wanted]
+    try:
+        record_runs(plan, runs)
+    except (OSError, store.StorageError) as e:  # a read-only plan folder: the run still counts
+        console.print(f"[yellow]warning: could not record the runs beside the plan: {e}")
+    return runs
+
+
+#: the outcome of each tile's last local run, beside ``plan.json`` (read by ``gmrun collect``)
+RUN_RECORD = "runs/local.json"
+
+
+def record_runs(plan: Plan, runs: Iterable[TileRun]) -> None:
+    """Merge the outcomes of ``runs`` (skipped ones left out) into the plan's :data:`RUN_RECORD`."""
+    url = store.join(plan.folder, RUN_RECORD)
+    known = recorded_runs(plan)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for r in runs:
+        if r.status == "skipped":
+            continue
+        known[str(r.tile)] = {
+            "status": r.status,
+            "exit_code": r.exit_code,
+            "message": r.message,
+            "seconds": r.seconds,
+            "peak_rss_bytes": r.peak_rss_bytes,
+            "finished": stamp,
+        }
+    doc = {"tiles": dict(sorted(known.items()))}
+    store.write_bytes(url, json.dumps(doc, indent=1).encode(), "application/json")
+
+
+def recorded_runs(plan: Plan) -> dict[str, dict[str, Any]]:
+    """The plan's :data:`RUN_RECORD` by tile id (empty when there is none or it is unreadable)."""
+    try:
+        doc = json.loads(store.read_bytes(store.join(plan.folder, RUN_RECORD)))
+    except (FileNotFoundError, ValueError):
+        return {}
+    tiles = doc.get("tiles") if isinstance(doc, dict) else None
+    return (
+        {k: v for k, v in tiles.items() if isinstance(v, dict)} if isinstance(tiles, dict) else {}
+    )
 
 
 def summary_table(runs: list[TileRun]) -> Table:

@@ -6,17 +6,19 @@ nothing. The CLI (:mod:`runner.cli.plan`) prints the summary and the outcome.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from runner.common import store
 from runner.common.config import RunConfig
 from runner.common.errors import UserInputError
 from runner.planner.assign import stream_plan
 from runner.planner.grid import TileGrid, TileId
 from runner.planner.period import Period
 from runner.planner.plan import Plan
-from runner.planner.region import select_tiles
+from runner.planner.region import REGION_FILE, select_tiles
 from runner.planner.report import write_map_files
 from runner.planner.stac_api import StacApi, StacApiSearch, config_for_catalog
 
@@ -118,4 +120,7 @@ def make_plan(
         plan = stream_plan(config, tile_ids, source.catalog, period, out, max_memory)
     if out is not None:
         write_map_files(plan, out, outline)
+        if outline is not None:  # the region, for the maps of `gmrun collect`
+            doc = json.dumps(outline.to_crs("EPSG:4326").json, separators=(",", ":"))
+            store.write_bytes(store.join(out, REGION_FILE), doc.encode(), "application/geo+json")
     return PlanOutcome(tile_ids, period, plan, summary, time.monotonic() - t0)

@@ -26,6 +26,8 @@ from runner.planner.grid import TileGrid, TileId
 REGIONS: dict[str, str] = {"africa": "africa.geojson"}
 
 _POLYGONAL = ("Polygon", "MultiPolygon")
+#: the plan's region beside ``plan.json`` (lon/lat GeoJSON geometry), when it was planned from one
+REGION_FILE = "region.geojson"
 
 
 def named_region(name: str) -> Geometry:
@@ -159,3 +161,11 @@ def select_tiles(
     else:
         geom = read_geojson(geojson or "")
     return list(grid.tiles(geom)), geom
+
+
+def plan_outline(plan_folder: str) -> Geometry | None:
+    """The region a plan was made for (:data:`REGION_FILE`), or None (a bbox or tile list plan)."""
+    url = store.join(plan_folder, REGION_FILE)
+    if not store.exists(url):
+        return None
+    return parse_geojson(json.loads(store.read_bytes(url)), url)

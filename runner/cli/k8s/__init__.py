@@ -1,7 +1,7 @@
 """``gmrun k8s``: run a plan on Kubernetes, one Job per tile.
 
 The group is here; its verbs are in :mod:`~runner.cli.k8s.submit` (render, submit) and
-:mod:`~runner.cli.k8s.status` (status, rerun), their shared options in
+:mod:`~runner.cli.k8s.status` (status, rerun) and :mod:`~runner.cli.k8s.collect`, their shared options in
 :mod:`~runner.cli.k8s.options`. Registered by the main CLI with ``cli.add_command(k8s)``.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import click
 
+from runner.cli.k8s.collect import k8s_collect_cmd
 from runner.cli.k8s.status import rerun_cmd, status_cmd
 from runner.cli.k8s.submit import render_cmd, submit_cmd
 
@@ -31,6 +32,7 @@ Typical session:
   gmrun k8s status --batch 2023a                # table of tiles
   gmrun k8s status --batch 2023a --state failed -o ids
   gmrun k8s rerun  --batch 2023a --failed --memory-factor 1.5
+  gmrun k8s collect --batch 2023a               # collection, mosaics, report
 
 Jobs record their plan in the gmrun.io/plan annotation, so status and rerun
 need --plan only when that location has moved. The cluster comes from
@@ -39,7 +41,7 @@ service account. Errors (no cluster, RBAC, bad names) print one line and
 exit with code 2.""",
 )
 
-for _command in (render_cmd, submit_cmd, status_cmd, rerun_cmd):
+for _command in (render_cmd, submit_cmd, status_cmd, rerun_cmd, k8s_collect_cmd):
     k8s.add_command(_command)
 
 __all__ = ["k8s"]
