@@ -32,7 +32,7 @@ lint: install
 	$(BIN)/mypy
 
 test: install k8s-binaries test-packages lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=20
 
 bench: install
 	$(BIN)/python benchmarks/bench_algos.py
