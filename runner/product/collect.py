@@ -69,7 +69,7 @@ def read_done_item(out: TileOutputs) -> dict[str, Any] | None:
     """The tile's STAC item if it is a done marker (parses, lists every output band), else None."""
     try:
         doc = json.loads(store.read_bytes(out.item_url))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
         return None
     if not isinstance(doc, dict) or not out.is_done_item(doc):
         return None
@@ -140,9 +140,7 @@ def _csv(rows: Sequence[TileRow]) -> bytes:
     for r in rows:
         m = r.metrics
         secs = m.get("seconds", {}) if isinstance(m.get("seconds"), dict) else {}
-        total = (
-            round(sum(v for v in secs.values() if isinstance(v, int | float)), 3) if secs else ""
-        )
+        total = _seconds(m)
         w.writerow(
             (
                 str(r.tile),
@@ -150,7 +148,7 @@ def _csv(rows: Sequence[TileRow]) -> bytes:
                 r.plan.n_items,
                 r.plan.n_obs,
                 m.get("observations", ""),
-                total,
+                "" if total is None else round(total, 3),
                 secs.get("load", ""),
                 secs.get("reduce", ""),
                 secs.get("write", ""),

@@ -6,12 +6,10 @@ import click
 
 from runner.cli.k8s.options import (
     batch_option,
+    batch_rows,
     cluster_options,
-    load_plan,
-    namespace_of,
     namespace_option,
     plan_option,
-    resolve_plan,
 )
 from runner.common.errors import UserInputError, exit_on_error
 
@@ -57,20 +55,10 @@ def k8s_collect_cmd(
       gmrun k8s collect --batch 2023a
     """
     from runner.cli.collect import assemble
-    from runner.fanout import k8s as k
     from runner.planner.grid import TileId
     from runner.product.collect import Attempt
 
-    k.validate_batch_name(batch)
-    plan = load_plan(plan_url) if plan_url else None
-    cluster = k.Cluster(kubeconfig, context)
-    try:
-        ns = namespace_of(namespace, plan)
-        if plan is None:
-            plan = resolve_plan(cluster, ns, batch, None)
-        rows = k.batch_status(cluster, ns, batch, plan)
-    finally:
-        cluster.close()
+    plan, rows = batch_rows(batch, plan_url, namespace, kubeconfig, context)
     attempts = {}
     for r in rows:
         state = _AS_ATTEMPT.get(r.state)

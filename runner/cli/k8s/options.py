@@ -154,3 +154,26 @@ def namespace_of(namespace: str | None, plan: Any | None) -> str:
     from runner.common.config import KubernetesConfig
 
     return KubernetesConfig().namespace
+
+
+def batch_rows(
+    batch: str,
+    plan_url: str | None,
+    namespace: str | None,
+    kubeconfig: str | None,
+    context: str | None,
+) -> tuple[Any, list[Any]]:
+    """The plan of a batch (``--plan``, else the Jobs' annotation) and its tiles' status rows
+    (:func:`runner.fanout.k8s.batch_status`), the cluster connection closed after."""
+    from runner.fanout import k8s as k
+
+    k.validate_batch_name(batch)
+    plan = load_plan(plan_url) if plan_url else None
+    cluster = k.Cluster(kubeconfig, context)
+    try:
+        ns = namespace_of(namespace, plan)
+        if plan is None:
+            plan = resolve_plan(cluster, ns, batch, None)
+        return plan, k.batch_status(cluster, ns, batch, plan)
+    finally:
+        cluster.close()

@@ -10,6 +10,7 @@ import click
 
 from runner.cli.k8s.options import (
     batch_option,
+    batch_rows,
     cluster_options,
     job_options,
     load_plan,
@@ -94,18 +95,7 @@ def status_cmd(
     kubeconfig: str | None,
     context: str | None,
 ) -> None:
-    from runner.fanout import k8s as k
-
-    k.validate_batch_name(batch)
-    plan = load_plan(plan_url) if plan_url else None
-    cluster = k.Cluster(kubeconfig, context)
-    try:
-        ns = namespace_of(namespace, plan)
-        if plan is None:
-            plan = resolve_plan(cluster, ns, batch, None)
-        rows = k.batch_status(cluster, ns, batch, plan)
-    finally:
-        cluster.close()
+    _, rows = batch_rows(batch, plan_url, namespace, kubeconfig, context)
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.state] = counts.get(r.state, 0) + 1
