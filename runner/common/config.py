@@ -44,6 +44,20 @@ Backend = Literal["numba", "geomad", "hdstats"]
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
 #: an output band's name: a file-name suffix and a STAC asset key (``B02``, ``EMAD``)
 _BAND_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,62}$")
+
+
+def check_band_name(name: str) -> str:
+    """A band name (an input asset key, an output file suffix and STAC asset key): letters,
+    digits, ``_`` or ``-``, at most 63, so it can never make a path leave its folder."""
+    if not isinstance(name, str) or not _BAND_RE.match(name):
+        shown = name if isinstance(name, str) and len(name) <= 40 else repr(name)[:40] + "…"
+        raise ValueError(
+            f"band name {shown!r}: must be letters, digits, '_' or '-' (at most 63), "
+            "starting with a letter or digit"
+        )
+    return name
+
+
 #: ``algorithm.emad_units``: the input's digital numbers (odc-algo / DE Africa) or reflectance
 EmadUnits = Literal["dn", "reflectance"]
 #: ``preset``: configuration files shipped in ``runner/data/presets/`` (docs/deafrica.md)
@@ -82,6 +96,11 @@ class MaskConfig(_Frozen):
     cloud_classes: tuple[int, ...] = (3, 8, 9, 10)
     opening: int = Field(2, ge=0, le=50)
     dilation: int = Field(5, ge=0, le=100)
+
+    @field_validator("band")
+    @classmethod
+    def _band_name(cls, v: str) -> str:
+        return check_band_name(v)
 
 
 class AlgorithmConfig(_Frozen):
@@ -318,6 +337,8 @@ class RunConfig(_Frozen):
             raise ValueError("at least one band is needed")
         if len(set(v)) != len(v):
             raise ValueError("bands must be unique")
+        for name in v:
+            check_band_name(name)
         return v
 
     @model_validator(mode="after")

@@ -27,8 +27,9 @@ from runner.common.errors import UserInputError
 
 #: A tile id: ``x`` and ``y`` indices zero-padded to 3 characters (``x017``; negative: ``x-01``),
 #: at most 5 digits. Anchored: nothing else (no path separators, no shell metacharacters) can
-#: pass, so ids are safe in paths, URLs and Kubernetes names.
-TILE_ID_RE = re.compile(r"x(-\d{2,5}|\d{3,5})y(-\d{2,5}|\d{3,5})")
+#: pass, so ids are safe in paths, URLs and Kubernetes names. ASCII digits only (``re.ASCII``: a
+#: bare ``\d`` would read ``x00١y001``, with an Arabic-Indic one, as ``x001y001``).
+TILE_ID_RE = re.compile(r"x(-\d{2,5}|\d{3,5})y(-\d{2,5}|\d{3,5})", re.ASCII)
 
 
 @dataclass(frozen=True, order=True, slots=True)
