@@ -135,6 +135,33 @@ def test_sigkill_leaves_no_done_marker_and_rerun_is_identical(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_is_logged_with_its_stage_and_exits_as_a_disruption(
+    synth_catalog: Synth, tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    """What Kubernetes sends on eviction, preemption or a drain: one line says which tile stopped,
+    in which stage and why, even mid-load (in GDAL's reads); the exit code is the signal's
+    (128 + n), not the bad-input code."""
+    plan = _plan(synth_catalog, tmp_path)
+    out = TileOutputs.of(plan.config, TILE, plan.period)
+    proc = _worker(plan)
+    for rec in _records(proc):
+        if rec.get("stage") == "load" and rec.get("progress", 0) >= 10:
+            proc.send_signal(sig)
+            break
+    else:
+        pytest.fail(f"the worker ended before its load stage: {proc.wait()}")
+    assert proc.wait(timeout=30) == code
+    assert proc.stderr is not None
+    rest = proc.stderr.read().splitlines()
+    last = json.loads(next(line for line in reversed(rest) if line.startswith("{")))
+    assert last["level"] == "error" and last["reason"] == sig.name and last["tile"] == str(TILE)
+    assert last["msg"].startswith(f"tile {TILE} stopped by {sig.name} during load")
+    assert rest[-1] == f"error: {last['msg']}"
+    assert not Path(out.item_url).exists()
+
+
+@pytest.mark.slow
 def test_max_processing_time(synth_catalog: Synth, tmp_path: Path) -> None:
     plan = _plan(synth_catalog, tmp_path)
     hb = tmp_path / "heartbeat"

@@ -74,7 +74,8 @@ def run_tile_cmd(
 
     This is what each Kubernetes Job runs. The algorithm is the plan's (algorithm.name:
     geomedian, median). Exit codes: 0 done (or already done), 2 bad input (unknown tile,
-    missing plan, unreadable asset, empty tile), 1 processing failure.
+    missing plan, unreadable asset, empty tile), 1 processing failure, 143 / 130 stopped by
+    SIGTERM / SIGINT (logged with the stage it stopped in).
     """
     from runner.common import logs, store
     from runner.common.errors import EmptyTileError
@@ -101,6 +102,7 @@ def run_tile_cmd(
             max_processing_time=max_time,
             row_bands=row_bands,
             max_memory=budget,
+            watch_signals=True,
         )
     except EmptyTileError as e:
         log.warning("%s", e, extra={"status": "empty"})

@@ -58,3 +58,10 @@ def exit_on_error(fn: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+class InputItemError(GmrunError):
+    """A STAC item of the tile lacks what the tile needs (an asset, a date in the period). The
+    message names the item. Exit code 2, like an unreadable asset."""
+
+    exit_code = 2

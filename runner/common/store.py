@@ -11,6 +11,7 @@ a write that still fails is a one-line :class:`StorageError`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import posixpath
@@ -205,11 +206,37 @@ def write_bytes(url: str, data: bytes, content_type: str = "application/octet-st
             raise StorageError(f"cannot write {url}: {reason}") from None
         return
     p = local_path(url)
-    p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, p)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, p)
+    except OSError as e:  # a full disk (ENOSPC), a quota, a read-only mount: no partial file left
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise StorageError(f"cannot write {url}: {e.strerror or e}") from None
+    except BaseException:  # interrupted mid-write in this process: the same, then go on failing
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
     _remove_stale_temporaries(p)
+
+
+def delete(url: str) -> None:
+    """Remove an object or file (absent already: nothing to do); a refusal is a StorageError."""
+    if is_s3(url):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, key = split_s3(url)
+        try:
+            s3_client().delete_object(Bucket=bucket, Key=key)
+        except (BotoCoreError, ClientError) as e:
+            raise StorageError(f"cannot delete {url}: {' '.join(str(e).split())}") from None
+        return
+    try:
+        local_path(url).unlink(missing_ok=True)
+    except OSError as e:
+        raise StorageError(f"cannot delete {url}: {e.strerror or e}") from None
 
 
 def _remove_stale_temporaries(p: Path) -> None:

@@ -1,4 +1,5 @@
-"""Input assets of a tile: their hrefs, which one an error is about, and reading one afresh."""
+"""Input assets of a tile: their hrefs, which one an error is about, reading one afresh, and
+whether an item has what the tile needs."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import os
 import time
 from typing import Any
 
+from runner.common.errors import InputItemError, UserInputError
+from runner.planner.catalog import item_datetime
+from runner.planner.period import Period
 from runner.worker.gdal import vsi_path
 
 Item = dict[str, Any]
@@ -73,3 +77,48 @@ def probe_asset(href: str, retries: int) -> str | None:
             if attempt < retries:
                 time.sleep(min(0.5 * 2**attempt, 8.0))
     return err
+
+
+def item_problem(item: Item, needed: tuple[str, ...], period: Period | None) -> str | None:
+    """Why a tile cannot use ``item`` (an asset of ``needed`` missing or without an href, no
+    datetime, a datetime outside ``period``), or None when it can."""
+    assets = item.get("assets")
+    if not isinstance(assets, dict):
+        return "it has no assets"
+    missing = [
+        b for b in needed if not isinstance(assets.get(b), dict) or not assets[b].get("href")
+    ]
+    if missing:
+        return f"no asset {', '.join(missing)} (the tile needs {', '.join(needed)})"
+    if period is not None:
+        try:
+            t = item_datetime(item)
+        except (UserInputError, ValueError, TypeError, AttributeError):
+            return "no valid datetime"
+        if not period.contains(t):
+            return f"its datetime {t:%Y-%m-%d} is outside the period {period.label}"
+    return None
+
+
+def usable_items(
+    items: list[Item],
+    needed: tuple[str, ...],
+    period: Period | None,
+    skip_bad_inputs: bool,
+) -> tuple[list[Item], list[tuple[str, str]]]:
+    """The items a tile can use, and ``(item id, why)`` of those dropped. Without
+    ``skip_bad_inputs`` the first unusable item fails the tile (:class:`InputItemError` naming
+    the item): an item quietly dropped would change every output of the tile."""
+    kept, dropped = [], []
+    for it in items:
+        why = item_problem(it, needed, period)
+        if why is None:
+            kept.append(it)
+            continue
+        ident = str(it.get("id", "?"))
+        if not skip_bad_inputs:
+            raise InputItemError(
+                f"input item {ident}: {why}; fix the catalog or pass --skip-bad-inputs"
+            )
+        dropped.append((ident, why))
+    return kept, dropped

@@ -1,9 +1,10 @@
-"""``--max-processing-time``: the worker's watchdog."""
+"""The worker's watchdog: ``--max-processing-time``, and SIGTERM/SIGINT said in the log."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import threading
 
@@ -47,6 +48,39 @@ class Deadline:
                 sys.stderr.write(f"error: {msg}\n")
                 sys.stderr.flush()
             os._exit(1)
+
+    #: the signals a worker is stopped by: Kubernetes sends SIGTERM on eviction, preemption,
+    #: node drain and activeDeadlineSeconds; a terminal sends SIGINT (Ctrl-C)
+    STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def watch_signals(self) -> None:
+        """Say why the worker stops when it is sent SIGTERM or SIGINT: one log line (tile, stage,
+        signal), ``error: …`` on stderr, then exit ``128 + signal`` (143, 130), the code of a
+        process ended by that signal — a disruption, never the bad-input code 2.
+
+        A Python signal handler, so it runs in the main thread at its next bytecode: while the
+        load waits on its reader threads (at once), between row blocks of the reduce, between
+        COG writes — well within Kubernetes' 30 s grace period before SIGKILL. (Blocking the
+        signals for a ``sigwait`` thread instead cannot work here: numpy's BLAS threads start
+        at import, before any worker code, and would take the signal's default action.) Call it
+        from the main thread.
+        """
+        for sig in self.STOP_SIGNALS:
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        with self._lock:
+            msg = f"tile {self.tile} stopped by {name} during {self.stage}" + (
+                "" if self._disarmed else "; no done marker written"
+            )
+            self.log.error(
+                "%s", msg, extra={"status": "failed", "stage": self.stage, "reason": name}
+            )
+            with contextlib.suppress(Exception):
+                sys.stderr.write(f"error: {msg}\n")
+                sys.stderr.flush()
+            os._exit(128 + signum)
 
     def disarm(self) -> None:
         """No more expiry: the done marker is being written."""

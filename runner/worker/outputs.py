@@ -15,17 +15,22 @@ folder with COGs but no item is an incomplete tile and is redone.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
 
 from runner.common import store
 from runner.common.config import RunConfig
+from runner.common.errors import UserInputError
 from runner.planner.grid import TileId
 from runner.planner.period import Period
 from runner.product.stac import COG_TYPE
@@ -95,7 +100,7 @@ class TileOutputs:
         """True iff the STAC item (done marker) exists, parses and lists every output band."""
         try:
             doc = json.loads(store.read_bytes(self.item_url))
-        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
             return False
         return self.is_done_item(doc)
 
@@ -108,6 +113,41 @@ class TileOutputs:
         """A band's COG relative to the product folder (``x017/y156/2023/…_B02.tif``)."""
         return "/".join(
             (self.tile.x_part, self.tile.y_part, self.period.label, f"{self.stem}_{band}.tif")
+        )
+
+
+def output_bytes_bound(config: RunConfig, shape: tuple[int, int]) -> int:
+    """The most a tile's COGs can take, bytes: every output band uncompressed, plus a third for
+    the overviews (DEFLATE makes them smaller; this is a bound, not an estimate)."""
+    ny, nx = shape
+    per_px = sum(np.dtype(b.dtype).itemsize for b in reducer_for(config).output_bands(config))
+    return ny * nx * per_px * 4 // 3
+
+
+def preflight(out: TileOutputs, shape: tuple[int, int]) -> None:
+    """Fail now, not after the whole tile is computed, if its outputs cannot be written: the
+    folder must take a small object (created and removed again; on S3 a PUT and a DELETE) and,
+    locally, have room for :func:`output_bytes_bound`. A :class:`UserInputError` (exit 2: the
+    output location is a setting to fix, not a transient fault)."""
+    probe = store.join(out.folder, f".gmrun-write-check-{os.getpid()}")
+    try:
+        store.write_bytes(probe, b"gmrun", "text/plain")
+    except (store.StorageError, OSError) as e:
+        reason = str(e).split(": ", 1)[-1] if isinstance(e, store.StorageError) else e.strerror
+        raise UserInputError(
+            f"tile {out.tile}: output {out.folder} is not writable ({reason}); "
+            "nothing computed: fix --output / output.location"
+        ) from None
+    with contextlib.suppress(store.StorageError):  # may PUT, not DELETE: the probe is tiny
+        store.delete(probe)
+    if store.is_s3(out.folder):
+        return
+    need = output_bytes_bound(out.config, shape)
+    free = shutil.disk_usage(store.local_path(out.folder)).free
+    if free < need:
+        raise UserInputError(
+            f"tile {out.tile}: output {out.folder} has {free / 2**20:.0f} MiB free, and the "
+            f"tile's COGs may take up to {need / 2**20:.0f} MiB; nothing computed"
         )
 
 

@@ -29,12 +29,13 @@ from runner.planner.grid import TileId
 from runner.planner.plan import Plan
 from runner.planner.sizing import choose_row_bands
 from runner.reducers import Reducer, RowBandResult, reducer_for
+from runner.worker.assets import usable_items
 from runner.worker.cube import Cube, RowBand
 from runner.worker.deadline import Deadline
 from runner.worker.item import ThumbnailTap, item_document, write_thumbnail
 from runner.worker.load import TileLoader
 from runner.worker.metrics import peak_rss_bytes, timed
-from runner.worker.outputs import TileOutputs, WrittenFile, write_file, write_layers
+from runner.worker.outputs import TileOutputs, WrittenFile, preflight, write_file, write_layers
 
 
 @dataclass
@@ -66,6 +67,7 @@ def run_tile(
     max_processing_time: float | None = None,
     row_bands: int | None = None,
     max_memory: int | None = None,
+    watch_signals: bool = False,
 ) -> TileReport:
     """Compute one tile of a plan and write its outputs (skipped if already done).
 
@@ -75,7 +77,9 @@ def run_tile(
     ``row_bands`` / ``max_memory`` (bytes): process the tile in row bands, that many or as many
     as fit the memory budget (:func:`runner.planner.sizing.choose_row_bands`). The results are
     kept in memory for the whole tile and each COG is written once at the end: results are
-    byte-identical to a whole-tile run.
+    byte-identical to a whole-tile run. ``watch_signals``: SIGTERM/SIGINT end the process with
+    one log line naming the stage (:meth:`Deadline.watch_signals`; the CLI's, not a library
+    caller's, since it changes the process's signal mask).
     """
     config = plan.config
     tp = plan.tile(tile)
@@ -86,6 +90,7 @@ def run_tile(
     if not overwrite and out.is_done():
         log.info("already done: %s", out.item_url, extra={"status": "skipped"})
         return TileReport(tid, "skipped", out.item_url)
+    preflight(out, plan.grid.geobox(tid).shape.yx)
     reducer = reducer_for(config)
     bands_choice = choose_row_bands(
         config, tp.row_bands, tp.resources.memory_bytes, row_bands, max_memory
@@ -93,16 +98,26 @@ def run_tile(
     heartbeat = Heartbeat()
     heartbeat.beat(force=True)
     deadline = Deadline(tid, max_processing_time, log)
+    if watch_signals:
+        deadline.watch_signals()
     timings: dict[str, float] = {}
     started = datetime.now().astimezone().isoformat(timespec="seconds")
+    deadline.stage = "items"
     with timed(timings, "items"):
         items = plan.items(tid)
     if not items:
         raise EmptyTileError(
             f"tile {tid} is empty: no STAC items in {plan.period.label}; nothing written"
         )
+    needed = (*config.bands, config.mask.band)
+    items, dropped = usable_items(items, needed, plan.period, skip_bad_inputs)
+    for ident, why in dropped:
+        log.warning("skipping item %s: %s", ident, why, extra={"skipped_item": ident})
+    if not items:
+        raise EmptyTileError(f"tile {tid}: every input item was skipped; nothing written")
     geobox = plan.grid.geobox(tid)
     ny = geobox.shape.y
+    deadline.stage = "load"
     log.info(
         "loading %d items onto %s px",
         len(items),
@@ -120,6 +135,7 @@ def run_tile(
         heartbeat=heartbeat,
         skip_bad_inputs=skip_bad_inputs,
     )
+    loader.skipped.extend(ident for ident, _ in dropped)
     result = RowBandResult(ny)
     reduce_seconds = 0.0
     deadline.stage = "load"

@@ -1,0 +1,141 @@
+"""Faults found by attack (issue: nothing silent, nothing late): names that could leave their
+folder, look-alike digits in tile ids, an output that cannot be written found before any work,
+and no partial file left by a failed write."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runner.common import store
+from runner.common.config import parse_config
+from runner.common.errors import UserInputError
+from runner.planner.grid import TileId
+from runner.planner.period import Period
+from runner.worker.outputs import TileOutputs, output_bytes_bound, preflight
+from tests.conftest import REPO, Synth, assert_clean_error, gmrun, make_plan
+
+
+@pytest.mark.parametrize(
+    "bands", [["B02", "../../x/ESCAPED"], ["B02", "a/b"], ["B02", ".hidden"], ["B02", "x" * 64]]
+)
+def test_band_names_that_reach_paths_are_refused(bands: list[str]) -> None:
+    with pytest.raises(UserInputError, match=r"bands: band name"):
+        parse_config({"bands": bands})
+    with pytest.raises(UserInputError, match=r"mask.band: band name"):
+        parse_config({"mask": {"band": bands[1]}})
+
+
+def test_a_plan_with_a_hostile_band_name_is_refused_before_any_path(
+    synth_catalog: Synth, tmp_path: Path
+) -> None:
+    """The worker reads its config from the plan: a band name edited into plan.json is refused
+    when the plan is read, and nothing is written, inside or outside the output folder."""
+    plan = make_plan(synth_catalog, tmp_path / "plan", synth_catalog.layout.config)
+    doc = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    doc["config"]["bands"] = ["B02", "../../x/ESCAPED"]
+    (tmp_path / "plan" / "plan.json").write_text(json.dumps(doc))
+    out = tmp_path / "deep" / "er" / "out"
+    proc = gmrun(
+        "run-tile", "--plan", plan.url, "--tile", str(plan.tiles[0].tile), "--output", str(out)
+    )
+    assert_clean_error(proc, "band name '../../x/ESCAPED'")
+    assert not (tmp_path / "deep").exists()
+
+
+def test_tile_ids_take_ascii_digits_only() -> None:
+    assert TileId.parse("x001y001") == TileId(1, 1)
+    for text in ("x00\u0661y001", "x001y\uff10\uff10\uff11", "x\u0967\u0968\u0969y001"):
+        with pytest.raises(UserInputError, match="invalid tile id"):
+            TileId.parse(text)
+
+
+def test_an_unwritable_output_fails_before_the_load(synth_catalog: Synth, tmp_path: Path) -> None:
+    plan = make_plan(synth_catalog, tmp_path / "plan", synth_catalog.layout.config)
+    tile = str(plan.tiles[0].tile)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way")
+    for location in ("/proc/gmrun-out", str(blocker / "out")):
+        t0 = time.monotonic()
+        proc = gmrun("run-tile", "--plan", plan.url, "--tile", tile, "--output", location)
+        assert_clean_error(proc, "is not writable", "nothing computed")
+        assert '"stage": "load"' not in proc.stderr, "found before loading anything"
+        assert time.monotonic() - t0 < 60
+    # and through `gmrun run`: the tile fails with the same line, the run exits 1
+    run = gmrun("run", "--plan", plan.url, "--tiles", tile, "--output", "/proc/gmrun-out")
+    assert run.returncode == 1 and "is not writable" in run.stderr, run.stderr
+
+
+def test_no_room_for_the_outputs_fails_before_the_load(tmp_path: Path) -> None:
+    cfg = parse_config({"output": {"location": str(tmp_path)}})
+    out = TileOutputs.of(cfg, TileId(1, 1), Period.parse("2023"))
+    preflight(out, (256, 256))  # a small tile fits
+    assert not list(Path(out.folder).iterdir()), "the probe is removed"
+    huge = (10**6, 10**6)
+    assert output_bytes_bound(cfg, huge) > 10**13
+    with pytest.raises(UserInputError, match=r"MiB free, and the tile's COGs may take up to"):
+        preflight(out, huge)
+
+
+def test_a_failed_write_leaves_no_partial_file(tmp_path: Path) -> None:
+    """The file system refuses mid-write (here RLIMIT_FSIZE, as a full disk would with ENOSPC):
+    a one-line StorageError, and no ``.name.tmpPID`` left behind."""
+    target = tmp_path / "x" / "band.tif"
+    code = f"""
+import resource, signal
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+from runner.common import store
+try:
+    store.write_bytes({str(target)!r}, b"x" * 100_000)
+except store.StorageError as e:
+    print("StorageError:", e)
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"StorageError: cannot write {target}: File too large")
+    assert list(target.parent.iterdir()) == []
+    store.write_bytes(str(target), b"fine")  # and a write that fits still works
+    assert target.read_bytes() == b"fine"
+
+
+@pytest.mark.slow
+def test_items_without_what_the_tile_needs_are_bad_inputs(
+    synth_catalog: Synth, tmp_path: Path
+) -> None:
+    """An item without one of the configured bands (or the mask band), or dated outside the
+    plan's period, was used silently (the date dropped, every COG changed): now the tile fails
+    naming the item and why, or with --skip-bad-inputs drops it and lists it in the STAC item."""
+    from tests.conftest import tile_items
+
+    cfg = synth_catalog.layout.config
+    tile = synth_catalog.layout.tiles[0]
+    plan = make_plan(synth_catalog, tmp_path / "plan", cfg, tiles=[tile])
+    with tile_items(plan, tile) as items:
+        no_red, no_scl, late = items[2], items[4], items[6]
+        del no_red["assets"]["B04"]
+        del no_scl["assets"]["SCL"]
+        late["properties"]["datetime"] = "2024-06-15T08:00:00Z"
+    out = TileOutputs.of(plan.config, tile, plan.period, str(tmp_path / "out"))
+    args = ("run-tile", "--plan", plan.url, "--tile", str(tile), "--output", str(tmp_path / "out"))
+    proc = gmrun(*args)
+    assert_clean_error(proc, f"input item {no_red['id']}: no asset B04", "--skip-bad-inputs")
+    assert "loading" not in proc.stderr, "found before the load"
+    assert not out.is_done()
+
+    proc = gmrun(*args, "--skip-bad-inputs")
+    assert proc.returncode == 0, proc.stderr
+    item = json.loads(Path(out.item_url).read_text())
+    assert item["properties"]["gmrun:skipped_inputs"] == [no_red["id"], no_scl["id"], late["id"]]
+    assert (
+        f"skipping item {late['id']}: its datetime 2024-06-15 is outside the period" in proc.stderr
+    )
+    inputs = item["properties"]["gmrun:inputs"]
+    assert no_red["id"] not in inputs and len(inputs) == len(items) - 3
