@@ -12,6 +12,7 @@
 # ~10 minutes on 2 cores; with the cache present the script finishes in seconds.
 #
 # Usage (CI):  bash .ci/k8s-setup.sh        # run as root, or with passwordless sudo
+#              (concurrent runs are serialised by a lock on $CACHE/.lock)
 # Env:         GMRUN_K8S_CACHE  override the cache dir (default ~/.cache/gmrun-k8s)
 #              GMRUN_K8S_FORCE=1 rebuild even if the binaries exist
 set -euo pipefail
@@ -24,6 +25,15 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 log() { echo "[k8s-setup] $*" >&2; }
+
+# One setup at a time per cache: two `make test` runs on one machine would otherwise build into
+# the same folder at once. The second waits, then finds the binaries cached.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.lock"
+if ! flock -n 9; then
+  log "another k8s-setup holds $CACHE/.lock: waiting for it"
+  flock 9
+fi
 
 have_bins() {
   for b in "${WANT[@]}"; do [ -x "$BIN/$b" ] || return 1; done

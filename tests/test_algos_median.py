@@ -14,17 +14,15 @@ from numpy.typing import NDArray
 import algos
 from algos.testing import synthetic_stack
 
-S2TS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "s2ts.txt"
+S2TS = Path(__file__).resolve().parent / "data" / "s2ts.txt"  # a copy of ../shared/data/s2ts.txt
 
 
 def load_s2ts() -> NDArray[np.float32]:
     """The real Sentinel-2 pixel series: (13 bands, 82 dates) reflectance, NaN = cloudy.
 
-    (Same file and skip rule as tests/test_algos.py; not imported from there, because
-    that module skips itself without geomad.)
+    (The same file as tests/test_algos.py reads; not imported from there, because that
+    module skips itself without geomad.)
     """
-    if not S2TS.exists():
-        pytest.skip(f"real S2 series not found at {S2TS} (expects shared/ beside the repo)")
     a = np.loadtxt(S2TS, usecols=range(1, 83), dtype=np.float32)  # first column: band name
     assert a.shape == (13, 82)
     return a
