@@ -139,3 +139,53 @@ def test_items_without_what_the_tile_needs_are_bad_inputs(
     )
     inputs = item["properties"]["gmrun:inputs"]
     assert no_red["id"] not in inputs and len(inputs) == len(items) - 3
+
+
+def _workers_of(plan_url: str) -> list[int]:
+    """PIDs of the `gmrun run-tile` processes of a plan running on this machine."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"run-tile" in argv and plan_url.encode() in argv:
+            pids.append(int(d.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_sigterm_to_gmrun_run_stops_its_workers(synth_catalog: Synth, tmp_path: Path) -> None:
+    """SIGTERM to `gmrun run` used to orphan its workers, which went on writing tiles: now it is
+    passed on (the worker says where it stopped), no new tile starts, and the run exits 143."""
+    import signal
+
+    plan = make_plan(synth_catalog, tmp_path / "plan", synth_catalog.layout.config)
+    assert len(plan.tiles) >= 2
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", "run", "--plan", plan.url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    deadline = time.monotonic() + 120
+    while not _workers_of(plan.url):
+        assert proc.poll() is None and time.monotonic() < deadline, "no worker started"
+        time.sleep(0.1)
+    time.sleep(3)  # into its work
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    assert "error: stopped by SIGTERM" in err and "not started" in err, err
+    record = json.loads((tmp_path / "plan" / "runs" / "local.json").read_text())["tiles"]
+    (first,) = record.values()  # the tile that was running; the others never started
+    assert first["exit_code"] == 143 and first["status"] == "failed", first
+    assert first["message"].startswith(f"tile {plan.tiles[0].tile} stopped by SIGTERM during")
+    assert _workers_of(plan.url) == [], "no orphan worker"
+    assert not any(
+        TileOutputs.of(plan.config, tp.tile, plan.period).is_done() for tp in plan.tiles[1:]
+    )

@@ -172,12 +172,13 @@ def run_cmd(
     """Run a plan's tiles on this machine, one process per tile; done tiles are skipped.
 
     Exit code 1 if any tile failed (the summary names them; rerun the same command to retry
-    only what is not done).
+    only what is not done). SIGTERM or SIGINT (Ctrl-C) is passed on to the running workers,
+    which stop saying where; no new tile starts; exit 143 / 130.
     """
     from rich.console import Console
 
     from runner.common import store
-    from runner.fanout.local import run_local, summary_table
+    from runner.fanout.local import RunStopped, run_local, summary_table
     from runner.fanout.worker_args import WorkerOptions
     from runner.planner.plan import Plan
 
@@ -196,8 +197,12 @@ def run_cmd(
         max_memory=max_memory,
         row_bands=row_bands,
     )
-    runs = run_local(p, parse_tile_list(tiles), workers=workers, options=opts)
     console = Console(stderr=True)
+    try:
+        runs = run_local(p, parse_tile_list(tiles), workers=workers, options=opts)
+    except RunStopped as e:
+        console.print(summary_table(e.runs))
+        raise
     console.print(summary_table(runs))
     where = f" --output {location}" if location else ""
     console.print(f"assemble the product: gmrun collect --plan {plan_url}{where}")

@@ -7,12 +7,15 @@ the peak memory of each tile is measured on its own (``wait4``'s rusage).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 from runner.common import store
+from runner.common.errors import GmrunError
 from runner.fanout.worker_args import WorkerOptions, run_tile_args
 from runner.planner.grid import TileId
 from runner.planner.plan import Plan
@@ -30,7 +34,8 @@ from runner.worker.outputs import TileOutputs
 
 @dataclass
 class TileRun:
-    """Outcome of one tile: ``done``, ``skipped`` (already done), ``empty`` or ``failed``."""
+    """Outcome of one tile: ``done``, ``skipped`` (already done), ``empty``, ``failed`` or
+    ``stopped`` (not started: the run was stopped by a signal)."""
 
     tile: TileId
     status: str
@@ -47,24 +52,74 @@ def worker_command(plan_url: str, tile: TileId, opts: WorkerOptions = WorkerOpti
     return [sys.executable, "-m", "runner.cli", *run_tile_args(plan_url, tile, opts)]
 
 
+class Workers:
+    """The worker processes of a local run: a stop signal (SIGTERM, SIGINT) given to the run is
+    passed on to each of them, and no new one starts after it, so ``gmrun run`` stopped by a
+    scheduler or Ctrl-C leaves no orphan writing tiles. Each worker then says in its log where
+    it stopped (:meth:`runner.worker.deadline.Deadline.watch_signals`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: set[subprocess.Popen[str]] = set()
+        self.stopped_by: int | None = None  #: the signal the run was stopped by
+
+    def start(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[str] | None:
+        """A new worker, or None once the run is stopping."""
+        with self._lock:
+            if self.stopped_by is not None:
+                return None
+            proc = subprocess.Popen(
+                argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+            )
+            self._live.add(proc)
+            return proc
+
+    def done(self, proc: subprocess.Popen[str]) -> None:
+        with self._lock:
+            self._live.discard(proc)
+
+    def stop(self, signum: int) -> None:
+        """Pass ``signum`` on to every live worker; start no more."""
+        with self._lock:
+            if self.stopped_by is None:
+                self.stopped_by = signum
+            for proc in self._live:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signum)
+
+    @contextlib.contextmanager
+    def forwarding_signals(self) -> Iterator[None]:
+        """SIGTERM and SIGINT of this process go to :meth:`stop` while in the block (main
+        thread only; elsewhere nothing changes)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        sigs = (signal.SIGTERM, signal.SIGINT)
+        old = {s: signal.signal(s, lambda n, _f: self.stop(n)) for s in sigs}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
 def run_tile_process(
     plan_url: str,
     tile: TileId,
     opts: WorkerOptions = WorkerOptions(),
     env: dict[str, str] | None = None,
+    workers: Workers | None = None,
 ) -> TileRun:
     """Run one tile in a child process; parse its JSON log for the outcome."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        worker_command(plan_url, tile, opts),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
+    pool = workers or Workers()
+    proc = pool.start(worker_command(plan_url, tile, opts), {**os.environ, **(env or {})})
+    if proc is None:
+        return TileRun(tile, "stopped", message="not started: the run was stopped")
     assert proc.stderr is not None
     lines = proc.stderr.read().splitlines()
     _, status, usage = os.wait4(proc.pid, 0)
+    pool.done(proc)
     proc.returncode = os.waitstatus_to_exitcode(status)
     run = TileRun(
         tile,
@@ -132,18 +187,39 @@ def run_local(
         transient=False,
     ) as bar:
         task = bar.add_task("", total=len(wanted), completed=len(wanted) - len(todo))
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            futures = {pool.submit(run_tile_process, plan.url, t, options): t for t in todo}
+        procs = Workers()
+        with procs.forwarding_signals(), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            futures = {
+                pool.submit(run_tile_process, plan.url, t, options, None, procs): t for t in todo
+            }
             for fut in futures:
                 r = fut.result()
                 results[r.tile] = r
                 bar.update(task, advance=1, description=f"{r.tile} {r.status}")
+        stopped_by = procs.stopped_by
     runs = [results[t] for t in wanted]
     try:
-        record_runs(plan, runs)
+        record_runs(plan, [r for r in runs if r.status != "stopped"])
     except (OSError, store.StorageError) as e:  # a read-only plan folder: the run still counts
         console.print(f"[yellow]warning: could not record the runs beside the plan: {e}")
+    if stopped_by is not None:
+        raise RunStopped(stopped_by, runs)
     return runs
+
+
+class RunStopped(GmrunError):
+    """A local run ended by SIGTERM/SIGINT once its workers had stopped (``runs``: every tile's
+    outcome; those never started are ``stopped``). Exit code 128 + the signal, as a process
+    ended by it."""
+
+    def __init__(self, signum: int, runs: list[TileRun]) -> None:
+        n = sum(r.status == "stopped" for r in runs)
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name}: the running tiles were stopped too, "
+            f"{n} not started; run the same command again to go on"
+        )
+        self.exit_code = 128 + signum
+        self.signum, self.runs = signum, runs
 
 
 #: the outcome of each tile's last local run, beside ``plan.json`` (read by ``gmrun collect``)
@@ -186,7 +262,13 @@ def summary_table(runs: list[TileRun]) -> Table:
     table = Table(title="gmrun: tiles")
     for col in ("tile", "status", "obs", "seconds", "peak RSS", "message"):
         table.add_column(col, justify="right" if col in ("obs", "seconds", "peak RSS") else "left")
-    colour = {"done": "green", "skipped": "cyan", "empty": "yellow", "failed": "red"}
+    colour = {
+        "done": "green",
+        "skipped": "cyan",
+        "empty": "yellow",
+        "failed": "red",
+        "stopped": "magenta",
+    }
     for r in runs:
         rss = f"{r.peak_rss_bytes / 2**20:.0f} MiB" if r.peak_rss_bytes else ""
         obs = str(r.metrics.get("observations", "")) if r.metrics else ""

@@ -27,6 +27,7 @@ class Deadline:
         self.stage = "start"
         self._lock = threading.Lock()
         self._disarmed = False
+        self._stopping = False
         self._timer: threading.Timer | None = None
         if seconds:
             self._timer = threading.Timer(seconds, self._expire)
@@ -69,6 +70,9 @@ class Deadline:
             signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
+        if self._stopping:  # a second signal (a terminal's and its parent's) while saying so
+            return
+        self._stopping = True
         name = signal.Signals(signum).name
         with self._lock:
             msg = f"tile {self.tile} stopped by {name} during {self.stage}" + (
