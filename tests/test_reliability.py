@@ -189,3 +189,28 @@ def test_sigterm_to_gmrun_run_stops_its_workers(synth_catalog: Synth, tmp_path: 
     assert not any(
         TileOutputs.of(plan.config, tp.tile, plan.period).is_done() for tp in plan.tiles[1:]
     )
+
+
+def test_credentials_in_urls_are_never_echoed(synth_catalog: Synth, tmp_path: Path) -> None:
+    """`s3://KEY:SECRET@bucket/...` given as --plan or --output: a one-line refusal that names
+    the URL without its credentials, exit 2, no traceback (and nothing in any log line)."""
+    from runner.common.errors import redact_credentials
+
+    assert (
+        redact_credentials("s3://AK:SE@b/k and https://u:p@h/x")
+        == "s3://***@b/k and https://***@h/x"
+    )
+    plan = make_plan(synth_catalog, tmp_path / "plan", synth_catalog.layout.config)
+    secret = "s3://AKIAEXAMPLE:wJalrXUtnSECRET@bucket"
+    tile = str(plan.tiles[0].tile)
+    for args in (
+        ("run-tile", "--plan", f"{secret}/plan", "--tile", tile),
+        ("run-tile", "--plan", plan.url, "--tile", tile, "--output", f"{secret}/out"),
+        ("run", "--plan", plan.url, "--output", f"{secret}/out"),
+        ("collect", "--plan", f"{secret}/plan"),
+    ):
+        proc = gmrun(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert "wJalrXUtnSECRET" not in proc.stderr + proc.stdout, (args, proc.stderr)
+        assert "credentials do not belong in a URL" in proc.stderr, proc.stderr

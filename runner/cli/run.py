@@ -178,6 +178,7 @@ def run_cmd(
     from rich.console import Console
 
     from runner.common import store
+    from runner.common.errors import redact_credentials
     from runner.fanout.local import RunStopped, run_local, summary_table
     from runner.fanout.worker_args import WorkerOptions
     from runner.planner.plan import Plan
@@ -204,7 +205,7 @@ def run_cmd(
         console.print(summary_table(e.runs))
         raise
     console.print(summary_table(runs))
-    where = f" --output {location}" if location else ""
+    where = f" --output {redact_credentials(location)}" if location else ""
     console.print(f"assemble the product: gmrun collect --plan {plan_url}{where}")
     if any(r.status == "failed" for r in runs):
         sys.exit(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -51,7 +52,7 @@ def exit_on_error(fn: F) -> F:
             return fn(*args, **kwargs)
         except GmrunError as e:
             logging.getLogger("gmrun").debug("failed", exc_info=True)
-            sys.stderr.write(f"error: {e}\n")
+            sys.stderr.write(f"error: {redact_credentials(str(e))}\n")
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             sys.stderr.write("error: interrupted\n")
@@ -65,3 +66,17 @@ class InputItemError(GmrunError):
     message names the item. Exit code 2, like an unreadable asset."""
 
     exit_code = 2
+
+
+#: ``scheme://user:secret@host``: the user-info part of a URL, which may hold credentials
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@\"']+@")
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with the user-info of every URL in it replaced by ``***``
+    (``s3://KEY:SECRET@bucket/x`` → ``s3://***@bucket/x``): for every message and log line.
+
+    >>> redact_credentials("cannot read s3://AKIA:s3cr3t@bucket/plan.json")
+    'cannot read s3://***@bucket/plan.json'
+    """
+    return _USERINFO.sub(r"\1***@", text)

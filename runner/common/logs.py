@@ -11,6 +11,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from runner.common.errors import redact_credentials
+
 LOGGER = "gmrun"
 _STD = set(vars(logging.makeLogRecord({})))
 
@@ -26,7 +28,7 @@ class JsonFormatter(logging.Formatter):
             if k not in _STD and k not in doc and not k.startswith("_"):
                 doc[k] = v
         if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
+            doc["exc"] = redact_credentials(self.formatException(record.exc_info))
         return json.dumps(doc, default=str)
 
 
@@ -38,12 +40,14 @@ class TextFormatter(logging.Formatter):
 
 
 def _redact(record: logging.LogRecord) -> bool:
-    """Handler filter: no SAS token signature reaches a log line (``runner.worker.signing``)."""
+    """Handler filter: no SAS token signature (``runner.worker.signing``) and no credentials
+    written into a URL (``s3://KEY:SECRET@bucket``) reach a log line."""
     from runner.worker.signing import redact_tokens
 
     text = record.getMessage()
-    if "sig" in text.lower():
-        record.msg, record.args = redact_tokens(text), None
+    clean = redact_credentials(redact_tokens(text) if "sig" in text.lower() else text)
+    if clean != text:
+        record.msg, record.args = clean, None
     return True
 
 

@@ -15,13 +15,14 @@ import contextlib
 import io
 import os
 import posixpath
+import re
 from functools import cache
 from pathlib import Path
 from typing import IO, Any, get_args
 from urllib.parse import urlparse
 
 from runner.common.config import CannedAcl
-from runner.common.errors import GmrunError, UserInputError
+from runner.common.errors import GmrunError, UserInputError, redact_credentials
 
 #: Objects at least this big go up as S3 multipart uploads, in parts of this size.
 MULTIPART_THRESHOLD = int(os.environ.get("GMRUN_S3_MULTIPART_THRESHOLD", 16 * 2**20))
@@ -123,9 +124,21 @@ def dirname(url: str) -> str:
     return str(local_path(url).parent)
 
 
+#: a bucket name as botocore accepts it (AWS's rules for new buckets are stricter)
+_BUCKET = re.compile(r"^[A-Za-z0-9.\-_]{1,255}$")
+
+
 def split_s3(url: str) -> tuple[str, str]:
+    """``(bucket, key)`` of an ``s3://bucket/key`` URL. Credentials written into the URL
+    (``s3://KEY:SECRET@bucket``) are refused without echoing them: S3 credentials come from the
+    AWS chain (environment, profile, instance or pod role)."""
     u = urlparse(url)
-    if not u.netloc:
+    if "@" in u.netloc:
+        raise UserInputError(
+            f"invalid S3 URL {redact_credentials(url)!r}: credentials do not belong in a URL; "
+            "give them through the AWS credential chain (AWS_ACCESS_KEY_ID, a profile, a role)"
+        )
+    if not u.netloc or not _BUCKET.match(u.netloc):
         raise UserInputError(f"invalid S3 URL {url!r}: expected s3://bucket/key")
     return u.netloc, u.path.lstrip("/")
 
