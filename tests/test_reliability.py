@@ -214,3 +214,25 @@ def test_credentials_in_urls_are_never_echoed(synth_catalog: Synth, tmp_path: Pa
         assert "Traceback" not in proc.stderr, proc.stderr
         assert "wJalrXUtnSECRET" not in proc.stderr + proc.stdout, (args, proc.stderr)
         assert "credentials do not belong in a URL" in proc.stderr, proc.stderr
+
+
+def test_a_tile_is_done_only_with_every_file_its_item_lists(tmp_path: Path) -> None:
+    """The item existed, but a COG it lists was deleted or cut short afterwards: the tile used
+    to stay "done" forever; now it is redone."""
+    from runner.worker.outputs import output_bands
+
+    cfg = parse_config({"output": {"location": str(tmp_path)}})
+    out = TileOutputs.of(cfg, TileId(3, 4), Period.parse("2023"))
+    Path(out.folder).mkdir(parents=True)
+    assets = {}
+    for b in output_bands(cfg):
+        Path(out.band_url(b)).write_bytes(b"x" * 100)
+        assets[b] = {"href": f"./{Path(out.band_url(b)).name}", "file:size": 100}
+    Path(out.item_url).write_text(json.dumps({"type": "Feature", "assets": assets}))
+    assert out.is_done()
+    Path(out.band_url("B04")).write_bytes(b"x" * 40)  # cut short
+    assert not out.is_done()
+    Path(out.band_url("B04")).unlink()  # gone
+    assert not out.is_done()
+    Path(out.band_url("B04")).write_bytes(b"x" * 100)
+    assert out.is_done()

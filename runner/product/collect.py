@@ -66,12 +66,12 @@ class TileRow:
 
 
 def read_done_item(out: TileOutputs) -> dict[str, Any] | None:
-    """The tile's STAC item if it is a done marker (parses, lists every output band), else None."""
+    """The tile's STAC item if it is a done marker (:meth:`TileOutputs.is_done`), else None."""
     try:
         doc = json.loads(store.read_bytes(out.item_url))
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-    if not isinstance(doc, dict) or not out.is_done_item(doc):
+    if not isinstance(doc, dict) or not out.is_done_item(doc) or not out.assets_present(doc):
         return None
     return doc
 

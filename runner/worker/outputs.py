@@ -97,17 +97,33 @@ class TileOutputs:
         )
 
     def is_done(self) -> bool:
-        """True iff the STAC item (done marker) exists, parses and lists every output band."""
+        """True iff the STAC item (done marker) exists, parses, lists every output band, and
+        every file it lists is there with the size it records (one folder listing: a stat per
+        file locally, one LIST request on S3)."""
         try:
             doc = json.loads(store.read_bytes(self.item_url))
         except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
             return False
-        return self.is_done_item(doc)
+        return self.is_done_item(doc) and self.assets_present(doc)
 
     def is_done_item(self, doc: object) -> bool:
         """True iff ``doc`` (a parsed item) lists every output band of the tile as an asset."""
         assets = doc.get("assets", {}) if isinstance(doc, dict) else {}
         return isinstance(assets, dict) and all(b in assets for b in output_bands(self.config))
+
+    def assets_present(self, doc: dict[str, Any]) -> bool:
+        """True iff every asset of the item (``./name`` beside it) is in the tile's folder with
+        its ``file:size``: a COG deleted or cut short after the item was written undoes the
+        tile."""
+        sizes = store.list_sizes(self.folder)
+        for asset in doc.get("assets", {}).values():
+            href = asset.get("href", "") if isinstance(asset, dict) else ""
+            if not href.startswith("./"):
+                continue
+            size = sizes.get(href[2:])
+            if size is None or size != asset.get("file:size", size):
+                return False
+        return True
 
     def band_href(self, band: str) -> str:
         """A band's COG relative to the product folder (``x017/y156/2023/…_B02.tif``)."""
