@@ -236,3 +236,111 @@ def test_a_tile_is_done_only_with_every_file_its_item_lists(tmp_path: Path) -> N
     assert not out.is_done()
     Path(out.band_url("B04")).write_bytes(b"x" * 100)
     assert out.is_done()
+
+
+def _malformed() -> list[bytes]:
+    """Bytes that are not what a plan, a config or an item file should hold."""
+    import random
+
+    rng = random.Random(7)
+    out = [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400))) for _ in range(40)]
+    out += [
+        b"\xff\xfe\x00{",  # not UTF-8
+        '{"schema": "gmrun/plan/1", "x": "\u00e9"}'.encode("latin-1"),
+        b"[" * 20_000,  # nested too deeply
+        b'{"a":' * 20_000,
+        b"1e999999",
+        b'{"schema": "gmrun/plan/1", "period": {"start": "2023-13-45"}, "tiles": []}',
+        b'{"schema": "gmrun/plan/1", "period": {"start": "2023-01-01", "end": "2023-12-31"},'
+        b' "tiles": [{"tile": "x001y001", "n_items": 1e999, "n_obs": 1, "cube_bytes": 1,'
+        b' "memory_bytes": 1, "cpu": "1", "items": "items/x001y001.ndjson"}]}',
+        b'{"schema": "gmrun/plan/1", "period": {"start": "2023-01-01", "end": "2023-12-31"},'
+        b' "tiles": [{"tile": "x001y001", "n_items": 1, "n_obs": 1, "cube_bytes": 1,'
+        b' "memory_bytes": 1, "cpu": "1", "items": "../../../../etc/passwd"}]}',
+        b"null",
+        b'"a string"',
+        b"- a\n- list\n",
+        b"grid: {crs: 'EPSG:99999'}\n",
+        b"input: {scale: .nan}\n",
+        b"grid: {tile_size: 1e308}\n",
+    ]
+    return out
+
+
+def test_malformed_bytes_are_one_line_errors_never_tracebacks(tmp_path: Path) -> None:
+    """A fuzz of the three readers of user files — plan.json, gmrun.yaml, an item file: every
+    input either parses or is a UserInputError of one line naming the file (and the line of an
+    item file); nothing else escapes (no UnicodeDecodeError, RecursionError, CRSError, …)."""
+    from runner.common.config import load_config
+    from runner.planner.plan import Plan, TilePlan
+    from runner.planner.sizing import Resources
+
+    tile = TileId(1, 1)
+    good = Plan(
+        parse_config({}),
+        Period.parse("2023"),
+        (TilePlan(tile, 1, 1, 1, Resources(2**30, "2"), "items/x001y001.ndjson"),),
+    ).save(str(tmp_path / "good"), {tile: [{"type": "Feature", "id": "a", "assets": {}}]})
+    items_file = tmp_path / "good" / "items" / "x001y001.ndjson"
+    for i, raw in enumerate(_malformed()):
+        plan_file = tmp_path / f"p{i}" / "plan.json"
+        plan_file.parent.mkdir()
+        plan_file.write_bytes(raw)
+        cfg_file = tmp_path / f"c{i}.yaml"
+        cfg_file.write_bytes(raw)
+        items_file.write_bytes(b'{"type": "Feature", "id": "ok", "assets": {}}\n' + raw)
+        for read, arg, where in (
+            (Plan.load, str(plan_file), str(plan_file)),
+            (load_config, cfg_file, str(cfg_file)),
+            (good.items, tile, f"{items_file}:2"),
+        ):
+            try:
+                read(arg)  # type: ignore[operator]
+            except UserInputError as e:
+                msg = str(e)
+                assert "\n" not in msg and len(msg) < 600, (i, msg)
+                assert where in msg, (i, where, msg)
+            # anything else propagates and fails the test, naming the input by its index
+
+
+def test_the_cli_answers_malformed_files_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "plan").mkdir()
+    for raw in (b"\xff\xfe{", b"[" * 20_000):
+        (tmp_path / "plan" / "plan.json").write_bytes(raw)
+        proc = gmrun("run-tile", "--plan", str(tmp_path / "plan"), "--tile", "x001y001")
+        assert_clean_error(proc, str(tmp_path / "plan" / "plan.json"))
+    (tmp_path / "gmrun.yaml").write_bytes(b"\xff\xfe")
+    proc = gmrun(
+        "plan",
+        "--config",
+        str(tmp_path / "gmrun.yaml"),
+        "--bbox",
+        "30,-2,30.1,-1.9",
+        "--year",
+        "2023",
+        "--dry-run",
+    )
+    assert_clean_error(proc, "not UTF-8")
+
+
+def test_numbers_are_finite_and_in_range(synth_catalog: Synth, tmp_path: Path) -> None:
+    for data, key in (
+        ({"input": {"scale": float("nan")}}, "input.scale: Input should be a finite number"),
+        ({"algorithm": {"eps": float("inf")}}, "algorithm.eps: Input should be a finite number"),
+        ({"grid": {"tile_size": 1e308}}, "a tile must be 1 to 100000 pixels across"),
+        ({"grid": {"crs": "EPSG:99999"}}, "grid.crs: 'EPSG:99999' is not a CRS pyproj knows"),
+        ({"grid": {"crs": "EPSG:4326"}}, "is not a projected CRS"),
+    ):
+        with pytest.raises(UserInputError, match=key.replace(".", r"\.").replace("(", r"\(")):
+            parse_config(data)
+    plan = make_plan(synth_catalog, tmp_path / "plan", synth_catalog.layout.config)
+    tile = str(plan.tiles[0].tile)
+    for flag, needle in (
+        ("--max-memory=infGi", "invalid memory 'infGi'"),
+        ("--max-memory=0Gi", "invalid memory '0Gi'"),
+        ("--max-memory=", "invalid memory ''"),
+        ("--max-processing-time=inf", "--max-processing-time"),
+    ):
+        proc = gmrun("run-tile", "--plan", plan.url, "--tile", tile, flag)
+        assert proc.returncode == 2 and needle in proc.stderr, (flag, proc.stderr)
+        assert "Traceback" not in proc.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -38,14 +39,20 @@ def parse_tile_list(text: str | None) -> list[TileId] | None:
 
 
 def parse_memory(text: str) -> int:
-    """A Kubernetes-style binary size (``64Gi``, ``1536Mi``, ``512Ki``, ``1Ti``), in bytes."""
+    """A Kubernetes-style binary size (``64Gi``, ``1536Mi``, ``512Ki``, ``1Ti``), in bytes: a
+    finite number from 1 MiB to 1 PiB (``0Gi``, ``infGi``, ``nanMi`` and ``""`` are refused)."""
     units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
     for u, f in units.items():
         if text.endswith(u):
             try:
-                return int(float(text[: -len(u)]) * f)
+                value = float(text[: -len(u)]) * f
             except ValueError:
                 break
+            if not math.isfinite(value) or not 2**20 <= value <= 2**50:
+                raise UserInputError(
+                    f"invalid memory {text!r}: must be from 1Mi to 1024Ti, e.g. 64Gi"
+                )
+            return int(value)
     raise UserInputError(f"invalid memory {text!r}: use e.g. 64Gi or 1536Mi")
 
 

@@ -121,7 +121,7 @@ def plan(
         geojson=geojson,
     )
     source = ItemSource(catalog, stac_api, collection, page_size, block_tiles, max_items)
-    budget = parse_memory(max_memory) if max_memory else None
+    budget = parse_memory(max_memory) if max_memory is not None else None
     console = Console()
     with Progress(console=Console(stderr=True), transient=True) as bar:
         outcome = make_plan(

@@ -9,6 +9,9 @@ import click
 from runner.cli.options import endpoint_option, parse_memory, parse_tile_list
 from runner.common.errors import GmrunError, exit_on_error
 
+#: the longest --max-processing-time, seconds: a year (``inf`` is refused)
+MAX_SECONDS = 365 * 24 * 3600.0
+
 
 @click.command("run-tile")
 @click.option(
@@ -36,7 +39,7 @@ from runner.common.errors import GmrunError, exit_on_error
 @click.option(
     "--max-processing-time",
     "max_time",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, min_open=True, max=MAX_SECONDS),
     envvar="GMRUN_MAX_PROCESSING_TIME",
     metavar="SECONDS",
     help="Stop the tile (exit 1, no done marker) after this many seconds.",
@@ -86,7 +89,7 @@ def run_tile_cmd(
     logs.setup(log_format)  # type: ignore[arg-type]
     tid = TileId.parse(tile)
     log = logs.tile_logger(tid)
-    budget = parse_memory(max_memory) if max_memory else None
+    budget = parse_memory(max_memory) if max_memory is not None else None
     store.use_endpoint(endpoint_url)
     p = Plan.load(plan_url)
     store.use_acl(p.config.output.acl)
@@ -143,7 +146,7 @@ def run_tile_cmd(
 @click.option(
     "--max-processing-time",
     "max_time",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, min_open=True, max=MAX_SECONDS),
     metavar="SECONDS",
     help="Per tile: stop it (failed, no done marker) after this many seconds.",
 )
@@ -187,7 +190,7 @@ def run_cmd(
     p = Plan.load(plan_url)
     if skip_bad_inputs is None:
         skip_bad_inputs = p.config.input.skip_bad_inputs
-    if max_memory:
+    if max_memory is not None:
         parse_memory(max_memory)  # a bad size is one error here, not one per tile
     opts = WorkerOptions(
         location,

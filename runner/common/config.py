@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -65,7 +65,7 @@ PRESETS: dict[str, str] = {"deafrica": "deafrica.yaml"}
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class ProductConfig(_Frozen):
@@ -214,6 +214,33 @@ class GridConfig(_Frozen):
     tile_size: float = Field(96_000.0, gt=0, description="tile edge in CRS units (metres)")
     #: (x, y) of the corner of tile x000y000, in CRS units (africa_10: -17376000, -7392000).
     origin: tuple[float, float] = (-17_376_000.0, -7_392_000.0)
+
+    #: the largest tile edge, pixels (africa_10: 9600): beyond it no cube fits a machine
+    MAX_TILE_PIXELS: ClassVar[int] = 100_000
+
+    @field_validator("crs")
+    @classmethod
+    def _known_crs(cls, v: str) -> str:
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError
+
+        try:
+            crs = CRS.from_user_input(v)
+        except CRSError:
+            raise ValueError(f"{v!r} is not a CRS pyproj knows (e.g. EPSG:6933)") from None
+        if not crs.is_projected:
+            raise ValueError(f"{v!r} is not a projected CRS: the grid's units must be metres")
+        return v
+
+    @model_validator(mode="after")
+    def _sane_tiles(self) -> GridConfig:
+        n = self.tile_size / self.resolution
+        if not 1 <= n <= self.MAX_TILE_PIXELS:
+            raise ValueError(
+                f"tile_size / resolution is {n:.6g} pixels: a tile must be 1 to "
+                f"{self.MAX_TILE_PIXELS} pixels across"
+            )
+        return self
 
 
 #: S3 canned ACLs (``output.acl``).
@@ -385,13 +412,17 @@ def load_config(path: str | Path | None, preset: str | None = None) -> RunConfig
         return parse_config({} if preset is None else {"preset": preset}, "--preset")
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise UserInputError(f"cannot read config {p}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise UserInputError(f"{p}: not UTF-8 text (byte {e.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise UserInputError(f"{p}: not valid YAML: {str(e).splitlines()[0]}") from None
+    except RecursionError:
+        raise UserInputError(f"{p}: nested too deeply to be a gmrun.yaml") from None
     if preset is not None and isinstance(data, dict | None):
         data = {**(data or {}), "preset": preset}
     return parse_config(data, str(p))

@@ -10,6 +10,7 @@ configuration, so a worker needs nothing but the plan's URL and a tile id.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -22,6 +23,25 @@ from runner.common.errors import UserInputError
 from runner.planner.grid import TileGrid, TileId
 from runner.planner.period import Period
 from runner.planner.sizing import Resources, size_tile
+
+#: where a tile's items lie in the plan folder: nothing else may be named, so a plan cannot
+#: make a worker read ``../../../../etc/passwd`` or another machine's file
+_ITEMS_HREF = re.compile(r"items/[A-Za-z0-9_\-]{1,64}\.ndjson", re.ASCII)
+
+
+def parse_json(raw: bytes, where: str, what: str) -> Any:
+    """JSON of a file (or one line of it), every way it can be malformed a one-line
+    :class:`UserInputError` naming ``where``: not UTF-8, not JSON, nested too deeply."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise UserInputError(f"{where}: not UTF-8 text (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        at = f"column {e.colno}" if e.lineno == 1 else f"line {e.lineno}, column {e.colno}"
+        raise UserInputError(f"{where}: not {what} ({e.msg} at {at})") from None
+    except RecursionError:
+        raise UserInputError(f"{where}: not {what} (nested too deeply)") from None
+
 
 #: Version of the plan.json layout; a worker refuses a plan of another version.
 PLAN_SCHEMA = "gmrun/plan/1"
@@ -57,6 +77,12 @@ class TilePlan:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TilePlan:
+        href = str(d["items"])
+        if not _ITEMS_HREF.fullmatch(href):
+            raise ValueError(
+                f"tile {d.get('tile')!r}: items {href[:80]!r} must be a file in the plan's "
+                "items/ folder (items/{tile}.ndjson)"
+            )
         return cls(
             tile=TileId.parse(d["tile"]),
             n_items=int(d["n_items"]),
@@ -96,14 +122,23 @@ class Plan:
         raise UserInputError(f"tile {tid} is not in the plan {self.url or '(unsaved)'}")
 
     def items(self, tile: TileId | str) -> list[dict[str, Any]]:
-        """The STAC item documents of one tile."""
+        """The STAC item documents of one tile; a malformed line is an error naming the file and
+        the line (``items/x001y000.ndjson:4: …``)."""
         tp = self.tile(tile)
         url = store.join(self.folder, tp.items_href)
         try:
-            text = store.read_bytes(url).decode()
+            raw = store.read_bytes(url)
         except FileNotFoundError:
             raise UserInputError(f"the plan's item file {url} is missing") from None
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        items = []
+        for n, line in enumerate(raw.split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            doc = parse_json(line, f"{url}:{n}", "a STAC item")
+            if not isinstance(doc, dict) or not isinstance(doc.get("assets", {}), dict):
+                raise UserInputError(f"{url}:{n}: not a STAC item (a JSON object with assets)")
+            items.append(doc)
+        return items
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,10 +161,7 @@ class Plan:
         if not url.endswith(".json"):
             url = store.join(url, PLAN_FILE)
         raw = store.read_user_file(url, "plan")
-        try:
-            d = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise UserInputError(f"{url}: not a JSON plan ({e.msg} at line {e.lineno})") from None
+        d = parse_json(raw, url, "a JSON plan")
         schema = d.get("schema") if isinstance(d, dict) else None
         if schema != PLAN_SCHEMA:
             raise UserInputError(
@@ -140,8 +172,10 @@ class Plan:
                 date.fromisoformat(d["period"]["start"]), date.fromisoformat(d["period"]["end"])
             )
             tiles = tuple(TilePlan.from_dict(t) for t in d["tiles"])
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as e:
             raise UserInputError(f"{url}: malformed plan ({e})") from None
+        except UserInputError as e:  # a tile id, a period: say which file
+            raise UserInputError(f"{url}: {e}") from None
         return cls(
             config=parse_config(d.get("config"), f"{url}: config"),
             period=period,
