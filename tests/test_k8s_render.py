@@ -100,7 +100,15 @@ def test_job_manifest(plan: Any) -> None:
     assert sc["runAsNonRoot"] and sc["runAsUser"] == 10001 and sc["readOnlyRootFilesystem"]
     assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
     assert c["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
-    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {}}]
+    # /tmp is bounded: a worker cannot fill its node's disk
+    tmp = kcfg.tmp_size
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": tmp}}]
+    assert res["requests"]["ephemeral-storage"] == res["limits"]["ephemeral-storage"] == tmp
+    # the image of this gmrun's version, pinned: never a moving latest with IfNotPresent
+    from runner import __version__
+
+    assert c["image"] == f"ghcr.io/gmrun/gmrun:{__version__.replace('+', '-')}"
+    assert c["imagePullPolicy"] == "IfNotPresent"
     probe = c["livenessProbe"]["exec"]["command"]
     assert probe[:2] == ["sh", "-c"] and "/tmp/gmrun-heartbeat" in probe[2]
 
@@ -113,6 +121,26 @@ def test_secret_and_kueue(plan: Any) -> None:
     assert c["image"] == "reg/gm:1"
     assert job["spec"]["suspend"] is True
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+
+
+def test_image_pull_policy_follows_the_tag(plan: Any) -> None:
+    for image, policy in (
+        ("reg/gm:1.2.0", "IfNotPresent"),
+        ("reg/gm@sha256:" + "a" * 64, "IfNotPresent"),
+        ("reg:5000/gm:latest", "Always"),
+        ("reg:5000/gm", "Always"),
+    ):
+        job = k8s.build_job(plan.tiles[0], "b1", plan.url, _opts(plan, image=image))
+        c = job["spec"]["template"]["spec"]["containers"][0]
+        assert (c["image"], c["imagePullPolicy"]) == (image, policy)
+
+
+def test_render_warns_when_pods_cannot_see_the_plan(plan: Any, tmp_path: Path) -> None:
+    r = CliRunner().invoke(
+        k8s_group, ["render", "--plan", plan.url, "--batch", "w1", "-o", str(tmp_path / "jobs")]
+    )
+    assert r.exit_code == 0, r.output
+    assert f"warning: the plan {plan.url} is a local path" in r.output
 
 
 def test_memory_override(plan: Any) -> None:

@@ -265,7 +265,9 @@ class OutputConfig(_Frozen):
 class KubernetesConfig(_Frozen):
     """Defaults for ``gmrun k8s`` (each has a CLI flag too)."""
 
-    image: str = "ghcr.io/gmrun/gmrun:latest"
+    #: the worker image; None: ``ghcr.io/gmrun/gmrun:{version}`` of the gmrun that renders the
+    #: Jobs (a fixed tag, so every node runs the same code; ``latest`` is pulled ``Always``)
+    image: str | None = None
     namespace: str = "gmrun"
     service_account: str = "gmrun-worker"
     backoff_limit: int = Field(2, ge=0)
@@ -277,6 +279,9 @@ class KubernetesConfig(_Frozen):
     #: Seconds: each Job runs ``run-tile --max-processing-time N`` and its activeDeadlineSeconds
     #: becomes N plus a margin for startup (see ``runner.fanout.k8s.build_job``).
     max_processing_time: int | None = Field(None, ge=60)
+    #: the worker's ``/tmp`` emptyDir: its ``sizeLimit`` and the container's ephemeral-storage
+    #: request and limit (numba cache, GDAL temporaries, the heartbeat; outputs are built in memory)
+    tmp_size: str = Field("4Gi", pattern=r"^[1-9][0-9]{0,5}(Mi|Gi)$")
 
 
 class MemoryConfig(_Frozen):

@@ -81,7 +81,8 @@ def job_options(fn: F) -> F:
     fn = click.option(
         "--image",
         metavar="IMG",
-        help="Worker container image (default: kubernetes.image of the plan's config).",
+        help="Worker container image (default: kubernetes.image of the plan's config, else "
+        "ghcr.io/gmrun/gmrun:VERSION of this gmrun; latest or untagged images are pulled Always).",
     )(fn)
     return fn
 
@@ -177,3 +178,16 @@ def batch_rows(
         return plan, k.batch_status(cluster, ns, batch, plan)
     finally:
         cluster.close()
+
+
+def warn_local_paths(plan: Any) -> None:
+    """Warn (stderr) when the plan or its output location is a local path: a pod sees it only if
+    that very path is mounted into it (a hostPath or a shared volume), which gmrun's Jobs do not
+    do; on a real cluster both belong on object storage (``s3://``)."""
+    for what, url in (("plan", plan.url), ("output location", plan.config.output.location)):
+        if "://" not in url:
+            click.echo(
+                f"warning: the {what} {url} is a local path: the pods will not see it unless it "
+                "is mounted into them at the same path (use s3://… on a cluster)",
+                err=True,
+            )

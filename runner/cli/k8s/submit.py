@@ -13,6 +13,7 @@ from runner.cli.k8s.options import (
     namespace_option,
     plan_option,
     progress_bar,
+    warn_local_paths,
 )
 from runner.common.errors import exit_on_error
 
@@ -74,6 +75,7 @@ def render_cmd(
     click.echo(
         f"wrote {len(paths)} Job manifests and {k.KUSTOMIZATION_FILE} to {out_dir}", err=True
     )
+    warn_local_paths(plan)
 
 
 @click.command(
@@ -172,3 +174,4 @@ def submit_cmd(
         f"{len(res.skipped_done)} tiles already done (namespace {opts.namespace})",
         err=True,
     )
+    warn_local_paths(plan)

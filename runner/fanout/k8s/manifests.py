@@ -49,6 +49,33 @@ _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 KUSTOMIZATION_FILE = "Kustomization"
 
 
+#: where the released worker images are
+IMAGE_REPOSITORY = "ghcr.io/gmrun/gmrun"
+
+
+def default_image() -> str:
+    """The worker image of this gmrun: ``ghcr.io/gmrun/gmrun:{version}`` (``+`` of a local
+    version becomes ``-``, as image tags have no ``+``)."""
+    from runner import __version__
+
+    return f"{IMAGE_REPOSITORY}:{__version__.replace('+', '-')}"
+
+
+def pull_policy(image: str) -> str:
+    """``IfNotPresent`` for an image pinned by digest or by a version tag, ``Always`` for
+    ``latest`` or no tag: a moving tag cached on one node must not compute one batch with two
+    versions (checkov CKV_K8S_14/15).
+
+    >>> pull_policy("reg/gm@sha256:ab"), pull_policy("reg/gm:1.2"), pull_policy("reg:5000/gm")
+    ('IfNotPresent', 'IfNotPresent', 'Always')
+    """
+    if "@" in image:
+        return "IfNotPresent"
+    name = image.rsplit("/", 1)[-1]
+    tag = name.split(":", 1)[1] if ":" in name else ""
+    return "Always" if tag in ("", "latest") else "IfNotPresent"
+
+
 def validate_batch_name(batch: str) -> str:
     """A batch name must be a lower-case DNS label short enough for every Job name it makes."""
     if not batch or len(batch) > MAX_BATCH_LEN or not _DNS_LABEL_RE.match(batch):
@@ -82,7 +109,10 @@ class JobOptions:
     log_format: str = "json"
     #: The worker recomputes done tiles (``--overwrite``; a forced rerun).
     overwrite: bool = False
-    image_pull_policy: str = "IfNotPresent"
+    #: None: :func:`pull_policy` of the image (``Always`` for ``latest`` or no tag)
+    image_pull_policy: str | None = None
+    #: ``/tmp`` emptyDir size limit = the container's ephemeral-storage request and limit
+    tmp_size: str = "4Gi"
     #: S3-compatible endpoint for the worker (``AWS_ENDPOINT_URL``, a plain env var: no secret).
     endpoint_url: str | None = None
     #: The worker's time budget in seconds (``--max-processing-time``); see :func:`job_deadline`.
@@ -91,7 +121,8 @@ class JobOptions:
     @classmethod
     def from_config(cls, cfg: KubernetesConfig, **overrides: Any) -> JobOptions:
         base = cls(
-            image=cfg.image,
+            image=cfg.image or default_image(),
+            tmp_size=cfg.tmp_size,
             namespace=cfg.namespace,
             service_account=cfg.service_account,
             backoff_limit=cfg.backoff_limit,
@@ -182,13 +213,13 @@ def build_job(
     container: dict[str, Any] = {
         "name": "gmrun",
         "image": opts.image,
-        "imagePullPolicy": opts.image_pull_policy,
+        "imagePullPolicy": opts.image_pull_policy or pull_policy(opts.image),
         "command": ["gmrun"],
         "args": run_tile_args(plan_url, tile, opts.worker),
         "env": worker_env(batch, tile, opts.endpoint_url),
         "resources": {
-            "requests": {"memory": res.memory, "cpu": res.cpu},
-            "limits": {"memory": res.memory},
+            "requests": {"memory": res.memory, "cpu": res.cpu, "ephemeral-storage": opts.tmp_size},
+            "limits": {"memory": res.memory, "ephemeral-storage": opts.tmp_size},
         },
         "livenessProbe": liveness_probe(opts.heartbeat_timeout),
         "securityContext": {
@@ -225,7 +256,7 @@ def build_job(
                     "seccompProfile": {"type": "RuntimeDefault"},
                 },
                 "containers": [container],
-                "volumes": [{"name": "tmp", "emptyDir": {}}],
+                "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": opts.tmp_size}}],
             },
         },
     }
