@@ -344,3 +344,58 @@ def test_numbers_are_finite_and_in_range(synth_catalog: Synth, tmp_path: Path) -
         proc = gmrun("run-tile", "--plan", plan.url, "--tile", tile, flag)
         assert proc.returncode == 2 and needle in proc.stderr, (flag, proc.stderr)
         assert "Traceback" not in proc.stderr
+
+
+def test_local_runs_budget_the_memory_the_machine_has(
+    synth_catalog: Synth, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside a pod a worker sizes its row bands to what the process can use (the cgroup limit,
+    else MemAvailable) instead of assuming the tile fits, and says so; in a pod (the Job's limit
+    is the plan's) it does not."""
+    from runner.common.memory import BUDGET_SHARE, local_budget, usable_memory
+
+    total = next(
+        int(line.split()[1]) * 1024
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    u = usable_memory()
+    assert u is not None and 0 < u.bytes <= total
+    lb = local_budget(2)
+    assert lb is not None and abs(lb.bytes - u.bytes * BUDGET_SHARE / 2) < 2**30
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    assert local_budget() is None
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
+
+    plan = make_plan(synth_catalog, tmp_path / "plan", synth_catalog.layout.config)
+    tile = str(plan.tiles[0].tile)
+    proc = gmrun("run-tile", "--plan", plan.url, "--tile", tile, "--output", str(tmp_path / "o"))
+    assert proc.returncode == 0, proc.stderr
+    budget = next(json.loads(ln) for ln in proc.stderr.splitlines() if "memory budget" in ln)
+    assert budget["msg"].endswith("(outside a pod; --max-memory sets another)")
+    assert 0 < budget["memory_budget"] <= total
+    done = json.loads(next(ln for ln in proc.stderr.splitlines() if '"status": "done"' in ln))
+    assert done["metrics"]["row_bands"] == 1  # this small tile fits: one band, as before
+    # in a pod, no budget line: the Job's memory limit is the plan's size class
+    pod = gmrun(
+        "run-tile",
+        "--plan",
+        plan.url,
+        "--tile",
+        tile,
+        "--output",
+        str(tmp_path / "p"),
+        env={"KUBERNETES_SERVICE_HOST": "10.0.0.1"},
+    )
+    assert pod.returncode == 0 and "memory budget" not in pod.stderr, pod.stderr
+
+
+def test_an_s3_endpoint_that_is_down_is_one_line() -> None:
+    env = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "AWS_MAX_ATTEMPTS": "1"}
+    for args in (
+        ("run", "--plan", "s3://bucket/plan"),
+        ("run-tile", "--plan", "s3://bucket/plan", "--tile", "x001y001"),
+        ("collect", "--plan", "s3://bucket/plan"),
+    ):
+        proc = gmrun(*args, "--endpoint-url", "http://127.0.0.1:1", env=env)
+        assert_clean_error(proc, "cannot read s3://bucket/plan/plan.json", code=1)

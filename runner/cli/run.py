@@ -82,6 +82,7 @@ def run_tile_cmd(
     """
     from runner.common import logs, store
     from runner.common.errors import EmptyTileError
+    from runner.common.memory import BUDGET_SHARE, local_budget
     from runner.planner.grid import TileId
     from runner.planner.plan import Plan
     from runner.worker.tile import run_tile
@@ -90,6 +91,15 @@ def run_tile_cmd(
     tid = TileId.parse(tile)
     log = logs.tile_logger(tid)
     budget = parse_memory(max_memory) if max_memory is not None else None
+    if budget is None and row_bands is None and (local := local_budget()) is not None:
+        budget = local.bytes
+        log.info(
+            "memory budget %.1f GiB: %d%% of the %s (outside a pod; --max-memory sets another)",
+            budget / 2**30,
+            round(BUDGET_SHARE * 100),
+            local.source,
+            extra={"memory_budget": budget},
+        )
     store.use_endpoint(endpoint_url)
     p = Plan.load(plan_url)
     store.use_acl(p.config.output.acl)
@@ -182,6 +192,7 @@ def run_cmd(
 
     from runner.common import store
     from runner.common.errors import redact_credentials
+    from runner.common.memory import local_budget
     from runner.fanout.local import RunStopped, run_local, summary_table
     from runner.fanout.worker_args import WorkerOptions
     from runner.planner.plan import Plan
@@ -192,6 +203,8 @@ def run_cmd(
         skip_bad_inputs = p.config.input.skip_bad_inputs
     if max_memory is not None:
         parse_memory(max_memory)  # a bad size is one error here, not one per tile
+    elif workers > 1 and row_bands is None and (local := local_budget(workers)) is not None:
+        max_memory = f"{local.bytes // 2**20}Mi"  # tiles at once share this machine's memory
     opts = WorkerOptions(
         location,
         overwrite,

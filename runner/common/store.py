@@ -165,11 +165,15 @@ def read_bytes(url: str) -> bytes:
     """Read a whole object; a missing one raises :class:`FileNotFoundError`."""
     if is_s3(url):
         bucket, key = split_s3(url)
+        from botocore.exceptions import BotoCoreError, ClientError
+
         client = s3_client()
         try:
             return client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except client.exceptions.NoSuchKey:
             raise FileNotFoundError(url) from None
+        except (BotoCoreError, ClientError) as e:  # endpoint down, access denied, ...
+            raise StorageError(f"cannot read {url}: {' '.join(str(e).split())}") from None
     return local_path(url).read_bytes()
 
 
@@ -288,6 +292,8 @@ def list_sizes(folder: str) -> dict[str, int]:
 def exists(url: str) -> bool:
     if is_s3(url):
         bucket, key = split_s3(url)
+        from botocore.exceptions import BotoCoreError
+
         client = s3_client()
         try:
             client.head_object(Bucket=bucket, Key=key)
@@ -295,5 +301,7 @@ def exists(url: str) -> bool:
         except client.exceptions.ClientError as e:
             if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
-            raise
+            raise StorageError(f"cannot read {url}: {' '.join(str(e).split())}") from None
+        except BotoCoreError as e:
+            raise StorageError(f"cannot read {url}: {' '.join(str(e).split())}") from None
     return local_path(url).exists()
