@@ -79,7 +79,7 @@ def run_tile(
     kept in memory for the whole tile and each COG is written once at the end: results are
     byte-identical to a whole-tile run. ``watch_signals``: SIGTERM/SIGINT end the process with
     one log line naming the stage (:meth:`Deadline.watch_signals`; the CLI's, not a library
-    caller's, since it changes the process's signal mask).
+    caller's, since it installs process-wide signal handlers).
     """
     config = plan.config
     tp = plan.tile(tile)
