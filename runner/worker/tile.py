@@ -90,7 +90,6 @@ def run_tile(
     if not overwrite and out.is_done():
         log.info("already done: %s", out.item_url, extra={"status": "skipped"})
         return TileReport(tid, "skipped", out.item_url)
-    preflight(out, plan.grid.geobox(tid).shape.yx)
     reducer = reducer_for(config)
     bands_choice = choose_row_bands(
         config, tp.row_bands, tp.resources.memory_bytes, row_bands, max_memory
@@ -116,6 +115,8 @@ def run_tile(
     if not items:
         raise EmptyTileError(f"tile {tid}: every input item was skipped; nothing written")
     geobox = plan.grid.geobox(tid)
+    deadline.stage = "preflight"
+    preflight(out, geobox.shape.yx)  # before any pixel: an unwritable output fails now
     ny = geobox.shape.y
     deadline.stage = "load"
     log.info(
