@@ -131,9 +131,8 @@ class AlgorithmConfig(_Frozen):
     @field_validator("aux_names")
     @classmethod
     def _band_names(cls, v: dict[str, str]) -> dict[str, str]:
-        bad = [n for n in v.values() if not _BAND_RE.match(n)]
-        if bad:
-            raise ValueError(f"{bad[0]!r} is not a band name (letters, digits, '_' or '-')")
+        for name in v.values():
+            check_band_name(name)
         return v
 
     @model_validator(mode="after")

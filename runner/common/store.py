@@ -111,6 +111,12 @@ def local_path(url: str) -> Path:
     return Path(url[len("file://") :]) if url.startswith("file://") else Path(url)
 
 
+def absolute(url: str) -> str:
+    """A location as an absolute URL or path: a relative local path made absolute (for what
+    must not depend on the current folder: Jobs' arguments, STAC ``self`` links)."""
+    return url if "://" in url else os.path.abspath(url)
+
+
 def join(base: str, *parts: str) -> str:
     """Join path parts onto a location, keeping its scheme."""
     if is_s3(base):
@@ -161,6 +167,11 @@ def s3_client() -> Any:
     )
 
 
+def _one_line(e: BaseException) -> str:
+    """An S3 client error's message on one line (botocore's span several)."""
+    return " ".join(str(e).split())
+
+
 def read_bytes(url: str) -> bytes:
     """Read a whole object; a missing one raises :class:`FileNotFoundError`."""
     if is_s3(url):
@@ -173,7 +184,7 @@ def read_bytes(url: str) -> bytes:
         except client.exceptions.NoSuchKey:
             raise FileNotFoundError(url) from None
         except (BotoCoreError, ClientError) as e:  # endpoint down, access denied, ...
-            raise StorageError(f"cannot read {url}: {' '.join(str(e).split())}") from None
+            raise StorageError(f"cannot read {url}: {_one_line(e)}") from None
     return local_path(url).read_bytes()
 
 
@@ -219,7 +230,7 @@ def write_bytes(url: str, data: bytes, content_type: str = "application/octet-st
         try:
             s3_client().upload_fileobj(io.BytesIO(data), bucket, key, ExtraArgs=extra, Config=cfg)
         except (S3UploadFailedError, BotoCoreError, ClientError) as e:
-            reason = " ".join(str(e).split())  # one line
+            reason = _one_line(e)
             raise StorageError(f"cannot write {url}: {reason}") from None
         return
     p = local_path(url)
@@ -248,7 +259,7 @@ def delete(url: str) -> None:
         try:
             s3_client().delete_object(Bucket=bucket, Key=key)
         except (BotoCoreError, ClientError) as e:
-            raise StorageError(f"cannot delete {url}: {' '.join(str(e).split())}") from None
+            raise StorageError(f"cannot delete {url}: {_one_line(e)}") from None
         return
     try:
         local_path(url).unlink(missing_ok=True)
@@ -280,7 +291,7 @@ def list_sizes(folder: str) -> dict[str, int]:
                 for obj in page.get("Contents", []):
                     out[obj["Key"][len(prefix) :]] = int(obj["Size"])
         except (BotoCoreError, ClientError) as e:
-            raise StorageError(f"cannot list {folder}: {' '.join(str(e).split())}") from None
+            raise StorageError(f"cannot list {folder}: {_one_line(e)}") from None
         return out
     try:
         with os.scandir(local_path(folder)) as it:
@@ -301,7 +312,7 @@ def exists(url: str) -> bool:
         except client.exceptions.ClientError as e:
             if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
-            raise StorageError(f"cannot read {url}: {' '.join(str(e).split())}") from None
+            raise StorageError(f"cannot read {url}: {_one_line(e)}") from None
         except BotoCoreError as e:
-            raise StorageError(f"cannot read {url}: {' '.join(str(e).split())}") from None
+            raise StorageError(f"cannot read {url}: {_one_line(e)}") from None
     return local_path(url).exists()

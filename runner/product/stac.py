@@ -20,13 +20,13 @@ object is read from). The Collection links its items by relative hrefs.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any, Protocol
 
+from runner.common import store
 from runner.product.sentinel2 import spectral_band
 from runner.reducers import OutputBand
 
@@ -63,11 +63,6 @@ def software_versions() -> dict[str, str]:
         except PackageNotFoundError:  # pragma: no cover - running from a source tree
             out[name] = "unknown"
     return dict(sorted(out.items()))
-
-
-def absolute_url(url: str) -> str:
-    """A location as an absolute URL or path (``self`` links): local paths made absolute."""
-    return url if "://" in url else os.path.abspath(url)
 
 
 def href_in_folder(url: str) -> str:
@@ -184,7 +179,7 @@ def tile_item(spec: ItemSpec) -> dict[str, Any]:
     item.collection_id = spec.collection
     for rel in ("collection", "parent", "root"):
         item.add_link(pystac.Link(rel, COLLECTION_FROM_ITEM, media_type="application/json"))
-    item.add_link(pystac.Link("self", absolute_url(spec.self_url), "application/geo+json"))
+    item.add_link(pystac.Link("self", store.absolute(spec.self_url), "application/geo+json"))
     for name, f in spec.files.items():
         d = data_asset(by_name[name], f, spec.resolution)
         item.add_asset(name, pystac.Asset.from_dict(d))
@@ -274,7 +269,7 @@ def collection(
         stac_extensions=[EXTENSIONS["eo"], EXTENSIONS["proj"]] if eo else [EXTENSIONS["proj"]],
     )
     coll.add_link(pystac.Link("root", "./collection.json", "application/json"))
-    coll.add_link(pystac.Link("self", absolute_url(self_url), "application/json"))
+    coll.add_link(pystac.Link("self", store.absolute(self_url), "application/json"))
     for h in hrefs:
         coll.add_link(pystac.Link("item", h, "application/geo+json"))
     return coll.to_dict(include_self_link=True, transform_hrefs=False)

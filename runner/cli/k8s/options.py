@@ -89,13 +89,10 @@ def job_options(fn: F) -> F:
 
 def load_plan(url: str) -> Any:
     """Load a plan; a relative local path is made absolute (the Jobs carry the location)."""
-    import os
-
+    from runner.common import store
     from runner.planner.plan import Plan
 
-    if "://" not in url:
-        url = os.path.abspath(url)
-    return Plan.load(url)
+    return Plan.load(store.absolute(url))
 
 
 def make_job_options(
