@@ -53,22 +53,12 @@ def collect_cmd(plan_url: str, location: str | None, endpoint_url: str | None) -
       gmrun collect --plan gmrun-demo/plan
     """
     from runner.common import store
-    from runner.fanout.local import recorded_runs
-    from runner.planner.grid import TileId
     from runner.planner.plan import Plan
-    from runner.product.collect import Attempt
+    from runner.product.collect import local_attempts
 
     store.use_endpoint(endpoint_url)
     plan = Plan.load(plan_url)
-    attempts = {}
-    for tile, rec in recorded_runs(plan).items():
-        if rec.get("status") in ("failed", "empty"):
-            code = rec.get("exit_code")
-            attempts[TileId.parse(tile)] = Attempt(
-                str(rec["status"]),
-                str(rec.get("message", "")),
-                int(code) if isinstance(code, int) else None,
-            )
+    attempts = local_attempts(plan)
     assemble(plan, location, attempts)
 
 

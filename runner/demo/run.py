@@ -21,9 +21,7 @@ from runner.planner.catalog import read_items
 from runner.planner.grid import TileGrid
 from runner.planner.period import Period
 from runner.planner.region import REGION_FILE
-from runner.product.collect import Attempt, collect
-from runner.product.quicklook import quicklook_rgba, write_png
-from runner.worker.outputs import TileOutputs
+from runner.product.collect import collect, local_attempts
 
 
 @dataclass(frozen=True)
@@ -90,17 +88,11 @@ def run_demo(
     store.write_bytes(store.join(saved.folder, REGION_FILE), region_doc, "application/geo+json")
     runs = run_local(saved, console=console)
     console.print(summary_table(runs))
-    done = [TileOutputs.of(config, r.tile, period) for r in runs if r.status in ("done", "skipped")]
-    if not done:
+    if not any(r.status in ("done", "skipped") for r in runs):
         raise GmrunError("no tile completed; see the table above")
-    attempts = {
-        r.tile: Attempt(r.status, r.message, r.exit_code)
-        for r in runs
-        if r.status in ("failed", "empty")
-    }
-    assembled = collect(saved, attempts=attempts, outline=region)
-    png = folder / "mosaic.png"
-    write_png(quicklook_rgba(done, ("B04", "B03", "B02"), grid.tile_pixels), png)
+    assembled = collect(saved, attempts=local_attempts(saved), outline=region)
+    png = folder / "mosaic.png"  # the product's quick-look, where the demo always put it
+    png.write_bytes(store.read_bytes(assembled.files["quicklook"]))
     report = Path(assembled.files["report"])
     console.print(f"collection: {assembled.files['collection']}")
     return DemoResult(runs, folder / "out", png, report)

@@ -50,6 +50,23 @@ class Attempt:
     exit_code: int | None = None
 
 
+def local_attempts(plan: Plan) -> dict[TileId, Attempt]:
+    """The failed and empty tiles of the plan's last local runs (``gmrun run``'s record,
+    :data:`runner.fanout.local.RUN_RECORD`)."""
+    from runner.fanout.local import recorded_runs
+
+    out = {}
+    for tile, rec in recorded_runs(plan).items():
+        if rec.get("status") in ("failed", "empty"):
+            code = rec.get("exit_code")
+            out[TileId.parse(tile)] = Attempt(
+                str(rec["status"]),
+                str(rec.get("message", "")),
+                int(code) if isinstance(code, int) else None,
+            )
+    return out
+
+
 @dataclass
 class TileRow:
     """One planned tile in the assembled run."""
@@ -64,16 +81,13 @@ class TileRow:
     def tile(self) -> TileId:
         return self.plan.tile
 
-
-def read_done_item(out: TileOutputs) -> dict[str, Any] | None:
-    """The tile's STAC item if it is a done marker (:meth:`TileOutputs.is_done`), else None."""
-    try:
-        doc = json.loads(store.read_bytes(out.item_url))
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    if not isinstance(doc, dict) or not out.is_done_item(doc) or not out.assets_present(doc):
-        return None
-    return doc
+    @property
+    def seconds(self) -> float | None:
+        """The tile's wall time, s: the sum of its stages' (``metrics.seconds``), if known."""
+        secs = self.metrics.get("seconds")
+        if not isinstance(secs, dict) or not secs:
+            return None
+        return float(sum(v for v in secs.values() if isinstance(v, int | float)))
 
 
 def tile_rows(
@@ -90,7 +104,7 @@ def tile_rows(
             if tp.n_obs == 0:
                 return TileRow(tp, "empty", "no observations in the plan")
             out = TileOutputs.of(plan.config, tp.tile, plan.period, location)
-            item = read_done_item(out)
+            item = out.done_item()
             if item is not None:
                 metrics = item.get("properties", {}).get("gmrun:metrics", {})
                 return TileRow(tp, "done", item=item, metrics=metrics)
@@ -140,7 +154,7 @@ def _csv(rows: Sequence[TileRow]) -> bytes:
     for r in rows:
         m = r.metrics
         secs = m.get("seconds", {}) if isinstance(m.get("seconds"), dict) else {}
-        total = _seconds(m)
+        total = r.seconds
         w.writerow(
             (
                 str(r.tile),
@@ -160,13 +174,6 @@ def _csv(rows: Sequence[TileRow]) -> bytes:
             )
         )
     return buf.getvalue().encode()
-
-
-def _seconds(m: Mapping[str, Any]) -> float | None:
-    secs = m.get("seconds")
-    if not isinstance(secs, dict) or not secs:
-        return None
-    return float(sum(v for v in secs.values() if isinstance(v, int | float)))
 
 
 def collect(
@@ -241,7 +248,7 @@ def collect(
         "status", "status.png", status_map_png(plan.grid, states, outline, title=title), "image/png"
     )
     put("table", "tiles.csv", _csv(rows), "text/csv")
-    timed = [(r.metrics.get("observations"), _seconds(r.metrics)) for r in done]
+    timed = [(r.metrics.get("observations"), r.seconds) for r in done]
     pts = [(float(o), s) for o, s in timed if isinstance(o, int | float) and s is not None]
     put(
         "runtime",

@@ -106,8 +106,7 @@ def render(
     body_rows = []
     for r in sorted(rows, key=lambda r: (_ORDER.get(r.state, 9), r.tile)):
         m = r.metrics
-        secs = m.get("seconds")
-        total = f"{sum(secs.values()):.1f}" if isinstance(secs, dict) and secs else ""
+        total = "" if r.seconds is None else f"{r.seconds:.1f}"
         body_rows.append(
             "<tr>"
             f'<td class="l">{r.tile}</td>'

@@ -59,21 +59,28 @@ class TileOutputs:
 
     @property
     def folder(self) -> str:
-        p = self.config.product
         return store.join(
-            self.location, p.name, p.version, self.tile.x_part, self.tile.y_part, self.period.label
+            self.product_folder, self.tile.x_part, self.tile.y_part, self.period.label
         )
 
     @property
     def stem(self) -> str:
         return f"{self.config.product.name}_{self.tile}_{self.period.label}"
 
+    def band_file(self, band: str) -> str:
+        """The file name of a band's COG (``{stem}_B02.tif``)."""
+        return f"{self.stem}_{band}.tif"
+
+    @property
+    def item_file(self) -> str:
+        return f"{self.stem}.stac-item.json"
+
     def band_url(self, band: str) -> str:
-        return store.join(self.folder, f"{self.stem}_{band}.tif")
+        return store.join(self.folder, self.band_file(band))
 
     @property
     def item_url(self) -> str:
-        return store.join(self.folder, f"{self.stem}.stac-item.json")
+        return store.join(self.folder, self.item_file)
 
     @property
     def metrics_url(self) -> str:
@@ -92,19 +99,27 @@ class TileOutputs:
     @property
     def item_href(self) -> str:
         """The item's href relative to the product folder (``x017/y156/2023/….stac-item.json``)."""
-        return "/".join(
-            (self.tile.x_part, self.tile.y_part, self.period.label, f"{self.stem}.stac-item.json")
-        )
+        return self._from_product(self.item_file)
+
+    def _from_product(self, name: str) -> str:
+        """A file of the tile's folder, relative to the product folder."""
+        return "/".join((self.tile.x_part, self.tile.y_part, self.period.label, name))
 
     def is_done(self) -> bool:
-        """True iff the STAC item (done marker) exists, parses, lists every output band, and
-        every file it lists is there with the size it records (one folder listing: a stat per
-        file locally, one LIST request on S3)."""
+        """True iff the tile's done marker is there (:meth:`done_item`)."""
+        return self.done_item() is not None
+
+    def done_item(self) -> dict[str, Any] | None:
+        """The tile's STAC item if it is a done marker — it exists, parses, lists every output
+        band, and every file it lists is there with the size it records (one folder listing: a
+        stat per file locally, one LIST request on S3) — else None."""
         try:
             doc = json.loads(store.read_bytes(self.item_url))
         except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
-            return False
-        return self.is_done_item(doc) and self.assets_present(doc)
+            return None
+        if not isinstance(doc, dict) or not self.is_done_item(doc):
+            return None
+        return doc if self.assets_present(doc) else None
 
     def is_done_item(self, doc: object) -> bool:
         """True iff ``doc`` (a parsed item) lists every output band of the tile as an asset."""
@@ -127,9 +142,7 @@ class TileOutputs:
 
     def band_href(self, band: str) -> str:
         """A band's COG relative to the product folder (``x017/y156/2023/…_B02.tif``)."""
-        return "/".join(
-            (self.tile.x_part, self.tile.y_part, self.period.label, f"{self.stem}_{band}.tif")
-        )
+        return self._from_product(self.band_file(band))
 
 
 def output_bytes_bound(config: RunConfig, shape: tuple[int, int]) -> int:

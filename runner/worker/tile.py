@@ -136,7 +136,6 @@ def run_tile(
         heartbeat=heartbeat,
         skip_bad_inputs=skip_bad_inputs,
     )
-    loader.skipped.extend(ident for ident, _ in dropped)
     result = RowBandResult(ny)
     reduce_seconds = 0.0
     deadline.stage = "load"
@@ -201,7 +200,7 @@ def run_tile(
             "gmrun:algorithm": config.algorithm.model_dump(mode="json"),
             "gmrun:mask": config.mask.model_dump(mode="json"),
             "gmrun:inputs": [it["id"] for it in items],
-            "gmrun:skipped_inputs": loader.skipped,
+            "gmrun:skipped_inputs": [ident for ident, _ in dropped] + loader.skipped,
             "gmrun:observation_dates": list(stats.times),
             "gmrun:metrics": metrics,
         },
