@@ -1,25 +1,46 @@
 # gmrun worker image: `gmrun run-tile --plan URL --tile ID` is what each Kubernetes Job runs.
-FROM python:3.11-slim
+#
+#   podman build -t REGISTRY/gmrun:VERSION .        (or docker build)
+#
+# BASE: any Debian-like image with Python >= 3.11 as `python3` and pip (the test suite builds
+# this same file on a base made with debootstrap, as no registry is reachable there).
+# UV_SYSTEM_CERTS=true: trust the system's certificates (a TLS-intercepting proxy) instead of
+# uv's bundled roots.
+ARG BASE=python:3.11-slim
+FROM ${BASE}
+ARG UV_SYSTEM_CERTS=false
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     NUMBA_CACHE_DIR=/opt/gmrun/numba-cache \
+    GMRUN_NUMBA_CACHE_SEED=/opt/gmrun/numba-cache \
     GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR
 
-WORKDIR /opt/gmrun
+WORKDIR /opt/gmrun/src
 COPY pyproject.toml README.md ./
 COPY runner ./runner
 COPY algos ./algos
 
-# The same install steps as the README's "Install" section (rasterio's wheel bundles GDAL).
+# The same install steps as the README's "Install" section (rasterio's wheel bundles GDAL),
+# plus --no-cache (no wheel cache kept in the image). The source is removed afterwards: what
+# runs (and what numba caches kernels for) is the installed package, its bytecode compiled
+# here so that a read-only root needs no .pyc written.
 RUN python3 -m pip install --no-cache-dir uv \
- && python3 -m uv pip install --system --no-cache .
+ && python3 -m uv pip install --system --compile-bytecode --no-cache . \
+ && rm -rf /opt/gmrun/src
 
-# Compile the numba kernels (the geomedian's, the cloud mask's) once, at build time, so a container with a writable root filesystem
-# does not pay the ~20 s. numba only uses a cache folder it can write to: the Kubernetes Jobs run
-# with a read-only root and set NUMBA_CACHE_DIR=/tmp/numba-cache (an emptyDir), so they compile once
-# per pod.
-RUN python3 -c "import numpy as np, algos; from runner.worker.mask import cleanup; cleanup(np.zeros((1, 8, 8), bool), 2, 5); algos.geomedian_mads_u16(np.ones((2, 2, 10, 3), np.uint16), scale=1e-4, offset=-0.1)" \
+# Compile every numba kernel a tile uses (the cloud mask's, the geomedian's, the median's) once,
+# here, by running the demo on a tiny tile: the same code path and argument types as a Job's.
+# A Job runs with a read-only root and NUMBA_CACHE_DIR=/tmp/numba-cache (an emptyDir): the
+# worker copies this cache there (GMRUN_NUMBA_CACHE_SEED) before its first kernel call.
+# numba keys its cache by CPU model: nodes with another CPU than the build machine's compile
+# again (set NUMBA_CPU_NAME=generic at build and run time for a portable cache).
+WORKDIR /tmp
+RUN for algorithm in geomedian median; do \
+      gmrun demo /tmp/warm-up --tile-px 64 --dates 4 --algorithm $algorithm > /tmp/warm-up.log 2>&1 \
+        || { cat /tmp/warm-up.log; exit 1; }; \
+      rm -rf /tmp/warm-up /tmp/warm-up.log; \
+    done \
  && chmod -R a+rX /opt/gmrun/numba-cache
 
 RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin gmrun

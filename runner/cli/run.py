@@ -80,7 +80,7 @@ def run_tile_cmd(
     missing plan, unreadable asset, empty tile), 1 processing failure, 143 / 130 stopped by
     SIGTERM / SIGINT (logged with the stage it stopped in).
     """
-    from runner.common import logs, store
+    from runner.common import logs, numba_cache, store
     from runner.common.errors import EmptyTileError
     from runner.common.memory import BUDGET_SHARE, local_budget
     from runner.planner.grid import TileId
@@ -90,6 +90,14 @@ def run_tile_cmd(
     logs.setup(log_format)  # type: ignore[arg-type]
     tid = TileId.parse(tile)
     log = logs.tile_logger(tid)
+    if (seeded := numba_cache.seed_cache()) is not None and seeded.files:
+        log.info(
+            "numba kernels of the image: %d files copied to %s in %.0f ms",
+            seeded.files,
+            seeded.target,
+            seeded.seconds * 1000,
+            extra={"numba_cache_files": seeded.files},
+        )
     budget = parse_memory(max_memory) if max_memory is not None else None
     if budget is None and row_bands is None and (local := local_budget()) is not None:
         budget = local.bytes
