@@ -12,6 +12,8 @@ ARG UV_SYSTEM_CERTS=false
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    UV_NO_CACHE=1 \
     NUMBA_CACHE_DIR=/opt/gmrun/numba-cache \
     GMRUN_NUMBA_CACHE_SEED=/opt/gmrun/numba-cache \
     GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR
@@ -21,12 +23,12 @@ COPY pyproject.toml README.md ./
 COPY runner ./runner
 COPY algos ./algos
 
-# The same install steps as the README's "Install" section (rasterio's wheel bundles GDAL),
-# plus --no-cache (no wheel cache kept in the image). The source is removed afterwards: what
+# The same install steps as the README's "Install" section (rasterio's wheel bundles GDAL; no
+# wheel cache is kept: PIP_NO_CACHE_DIR, UV_NO_CACHE). The source is removed afterwards: what
 # runs (and what numba caches kernels for) is the installed package, its bytecode compiled
 # here so that a read-only root needs no .pyc written.
-RUN python3 -m pip install --no-cache-dir uv \
- && python3 -m uv pip install --system --compile-bytecode --no-cache . \
+RUN python3 -m pip install uv \
+ && python3 -m uv pip install --system --compile-bytecode . \
  && rm -rf /opt/gmrun/src
 
 # Compile every numba kernel a tile uses (the cloud mask's, the geomedian's, the median's) once,
