@@ -1,6 +1,7 @@
 """The per-tile worker, top to bottom: load → reduce → write.
 
-1. **load** (:mod:`runner.worker.load`): the tile's items, lazily read with odc-stac at the
+1. **load** (:mod:`runner.worker.load`): the tile's items (each asset's header first checked
+   against its item: :mod:`runner.worker.asset_checks`), lazily read with odc-stac at the
    tile's GeoBox, masked (:mod:`runner.worker.mask`: SCL classes, opened then dilated; every band
    of a masked observation becomes nodata) and ``da.store``-d into ONE preallocated uint16
    (y, x, band, time) buffer, one row band at a time (one band: the whole tile);
@@ -29,6 +30,7 @@ from runner.planner.grid import TileId
 from runner.planner.plan import Plan
 from runner.planner.sizing import choose_row_bands
 from runner.reducers import Reducer, RowBandResult, reducer_for
+from runner.worker.asset_checks import check_tile_inputs
 from runner.worker.assets import usable_items
 from runner.worker.cube import Cube, RowBand
 from runner.worker.deadline import Deadline
@@ -36,6 +38,7 @@ from runner.worker.item import ThumbnailTap, item_document, write_thumbnail
 from runner.worker.load import TileLoader
 from runner.worker.metrics import peak_rss_bytes, timed
 from runner.worker.outputs import TileOutputs, WrittenFile, preflight, write_file, write_layers
+from runner.worker.signing import signer_for
 
 
 @dataclass
@@ -71,9 +74,11 @@ def run_tile(
 ) -> TileReport:
     """Compute one tile of a plan and write its outputs (skipped if already done).
 
-    ``skip_bad_inputs``: drop the items of assets that stay unreadable (listed in the STAC
-    item's ``gmrun:skipped_inputs``) instead of failing. ``max_processing_time``: seconds after
-    which the process ends with exit code 1 and no done marker (see :class:`Deadline`).
+    ``skip_bad_inputs``: drop the items that lack what the tile needs, whose assets' headers
+    disagree with their metadata (:mod:`runner.worker.asset_checks`) or whose assets stay
+    unreadable (listed in the STAC item's ``gmrun:skipped_inputs``) instead of failing.
+    ``max_processing_time``: seconds after which the process ends with exit code 1 and no done
+    marker (see :class:`Deadline`).
     ``row_bands`` / ``max_memory`` (bytes): process the tile in row bands, that many or as many
     as fit the memory budget (:func:`runner.planner.sizing.choose_row_bands`). The results are
     kept in memory for the whole tile and each COG is written once at the end: results are
@@ -117,6 +122,22 @@ def run_tile(
     geobox = plan.grid.geobox(tid)
     deadline.stage = "preflight"
     preflight(out, geobox.shape.yx)  # before any pixel: an unwritable output fails now
+    # each asset's header against its item (CRS, shape, transform, dtype): before any pixel too
+    deadline.stage = "check"
+    signer = signer_for(config.input.signing, config.input.sas_token_url)
+    with timed(timings, "check"):
+        items, mismatched = check_tile_inputs(
+            items,
+            needed,
+            config,
+            log,
+            signer=signer,
+            heartbeat=heartbeat,
+            skip_bad_inputs=skip_bad_inputs,
+        )
+    dropped += mismatched
+    if not items:
+        raise EmptyTileError(f"tile {tid}: every input item was skipped; nothing written")
     ny = geobox.shape.y
     deadline.stage = "load"
     log.info(
@@ -135,6 +156,7 @@ def run_tile(
         row_bands=bands_choice,
         heartbeat=heartbeat,
         skip_bad_inputs=skip_bad_inputs,
+        signer=signer,
     )
     result = RowBandResult(ny)
     reduce_seconds = 0.0
