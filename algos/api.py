@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-import os
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -426,9 +425,8 @@ def geomedian_mads_u16(
     o32 = np.float32(offset)
     ext = None if backend == "numba" else _external_backend(backend)
     no_weights = np.empty(0, dtype=np.float32)
-    nthreads = num_threads if num_threads is not None else (os.cpu_count() or 1)
 
-    with numba_threads(num_threads):
+    with numba_threads(num_threads) as nthreads:  # None: numba's count (NUMBA_NUM_THREADS)
         for r0 in range(0, ny, row_block):
             r1 = min(ny, r0 + row_block)
             # a view for C-contiguous input; bounded copy of one block otherwise

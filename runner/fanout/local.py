@@ -8,6 +8,7 @@ the peak memory of each tile is measured on its own (``wait4``'s rusage).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from rich.table import Table
 
 from runner.common import store
 from runner.common.errors import GmrunError
+from runner.common.threads import cpu_budget, share
 from runner.fanout.worker_args import WorkerOptions, run_tile_args
 from runner.planner.grid import TileId
 from runner.planner.plan import Plan
@@ -154,6 +156,12 @@ def run_tile_process(
     return run
 
 
+def worker_threads(workers: int) -> int:
+    """The threads of each of ``workers`` tiles running here at once: this process's CPU budget
+    (``$GMRUN_THREADS``, else its CPU affinity / cgroup quota), shared, at least 1 each."""
+    return share(cpu_budget(), workers)
+
+
 def run_local(
     plan: Plan,
     tiles: Iterable[TileId] | None = None,
@@ -162,8 +170,14 @@ def run_local(
     options: WorkerOptions = WorkerOptions(),
     console: Console | None = None,
 ) -> list[TileRun]:
-    """Run tiles (default: all of the plan), ``workers`` at a time; done tiles are skipped."""
+    """Run tiles (default: all of the plan), ``workers`` at a time; done tiles are skipped.
+
+    Each worker gets ``options.threads`` threads, by default (with more than one worker) its
+    share of this process's CPU budget (:func:`worker_threads`); one worker finds the budget
+    itself, as this process would."""
     console = console or Console(stderr=True)
+    if options.threads is None and workers > 1:
+        options = dataclasses.replace(options, threads=worker_threads(workers))
     wanted = (
         [plan.tile(t).tile for t in tiles] if tiles is not None else [tp.tile for tp in plan.tiles]
     )

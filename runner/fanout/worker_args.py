@@ -23,6 +23,7 @@ class WorkerOptions:
     endpoint_url: str | None = None  #: ``--endpoint-url`` (S3-compatible endpoint)
     max_memory: str | None = None  #: ``--max-memory`` (e.g. ``4Gi``)
     row_bands: int | None = None  #: ``--row-bands``
+    threads: int | None = None  #: ``--threads`` (the worker's CPU budget)
     log_format: str | None = "json"  #: ``--log-format``: JSON lines, as runners parse them
 
 
@@ -50,4 +51,6 @@ def run_tile_args(plan_url: str, tile: TileId, opts: WorkerOptions = WorkerOptio
         args += ["--max-memory", opts.max_memory]
     if opts.row_bands:
         args += ["--row-bands", str(opts.row_bands)]
+    if opts.threads:
+        args += ["--threads", str(opts.threads)]
     return args

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from runner.common.threads import pool_threads
 from runner.reducers.base import OutputBand, Progress, clear_count_metrics, reflectance_bands
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ class GeomedianMads:
             nodata=inp.nodata,
             eps=alg.eps,
             maxiters=alg.maxiters,
-            num_threads=alg.num_threads,
+            num_threads=pool_threads(alg.num_threads),
             row_block=alg.row_block,
             backend=alg.backend,
             progress=progress,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from runner.common.threads import pool_threads
 from runner.reducers.base import OutputBand, Progress, clear_count_metrics, reflectance_bands
 from runner.reducers.geomedian import COUNT_BAND
 
@@ -48,7 +49,7 @@ class MedianComposite:
         return median_u16(
             cube,
             nodata=config.input.nodata,
-            num_threads=alg.num_threads,
+            num_threads=pool_threads(alg.num_threads),
             row_block=alg.row_block,
             progress=progress,
         )

@@ -31,6 +31,7 @@ from odc.geo.geobox import GeoBox
 from runner.common import store
 from runner.common.config import RunConfig
 from runner.common.errors import UserInputError
+from runner.common.threads import pool_threads
 from runner.planner.grid import TileId
 from runner.planner.period import Period
 from runner.product.stac import COG_TYPE
@@ -212,7 +213,8 @@ def cog_bytes(data: NDArray[Any], geobox: GeoBox, band: OutputBand) -> bytes:
         "nodata": band.nodata,
     }
     predictor = "3" if data.dtype.kind == "f" else "2"
-    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), MemoryFile() as src, MemoryFile() as dst:
+    threads = str(pool_threads())  # the CPU budget, not ALL_CPUS (the host's cores)
+    with rasterio.Env(GDAL_NUM_THREADS=threads), MemoryFile() as src, MemoryFile() as dst:
         with src.open(**profile) as ds:
             ds.write(data, 1)
             ds.set_band_description(1, band.description)
