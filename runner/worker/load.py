@@ -11,7 +11,6 @@ allocated.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +23,12 @@ from runner.common.config import RunConfig
 from runner.common.errors import EmptyTileError, InputAssetError, ProcessingError
 from runner.common.logs import TileLog
 from runner.common.progress import Heartbeat, StageProgress
+from runner.common.threads import pool_threads
 from runner.planner.sizing import RowBandsChoice, aligned_budget, band_rows
 from runner.worker.assets import asset_in_error, hrefs, item_of, probe_asset
 from runner.worker.cube import Cube, RowBand
+from runner.worker.gather.dispatch import LoaderChoice
+from runner.worker.gather.load import GatherRows
 from runner.worker.gdal import gdal_environment
 from runner.worker.metrics import bytes_read_so_far
 from runner.worker.signing import HrefSigner, signer_for
@@ -116,7 +118,10 @@ class TileLoader:
         self.signer = signer or signer_for(config.input.signing, config.input.sas_token_url)
         self.skipped: list[str] = []  #: ids of the items dropped as unreadable
         self.stats = LoadStats()
-        self.threads = config.input.threads or os.cpu_count() or 1
+        #: the Dask pool's threads: ``input.threads``, at most the CPU budget (runner.common.threads)
+        self.threads = pool_threads(config.input.threads)
+        #: the load path (``input.loader``): the gather, or odc-stac (runner.worker.gather)
+        self.loader = LoaderChoice(config, log)
 
     def bands(self) -> Iterator[tuple[Cube, RowBand]]:
         """The tile's row bands, loaded, top to bottom (again from the top after a restart)."""
@@ -142,7 +147,7 @@ class TileLoader:
             rchar0 = bytes_read_so_far()
             signed = signer.sign_items(self.items)  # the items as they are read
             known = hrefs(signed)
-            stack, times = lazy_stack(signed, config, geobox)
+            stack, times = self.loader.stack(signed, config, geobox, self.threads)
             ny, nx, nb, nt = stack.shape
             if nt == 0:
                 raise EmptyTileError("no observations were loaded")
@@ -169,7 +174,7 @@ class TileLoader:
                     stats.tile_cube_bytes / 1e6,
                     extra={"stage": "load", "row_bands": len(rows), "cube_bytes": int(buf.nbytes)},
                 )
-                if height < chunk and not stats.restarts:
+                if height < chunk and not stats.restarts and self.loader.used != "gather":
                     self._warn_unaligned(height, chunk, (ny, nx, nb, nt))
             stats.bytes_read += bytes_read_so_far() - rchar0
             failure: Exception | None = None
@@ -178,7 +183,7 @@ class TileLoader:
                 if i > 0 and signer.expiring():  # a token is due: sign again before reading on
                     signed = signer.sign_items(self.items)
                     known = hrefs(signed)
-                    stack, _ = lazy_stack(signed, config, geobox)
+                    stack, _ = self.loader.stack(signed, config, geobox, self.threads)
                     log.info(
                         "SAS tokens renewed before band %d/%d",
                         i + 1,
@@ -192,7 +197,8 @@ class TileLoader:
                 self.heartbeat.beat(force=True)
             if failure is None:
                 return
-            self._recover(failure, known, transient)
+            if not self.loader.fall_back(failure):  # the gather's unsupported input: odc-stac
+                self._recover(failure, known, transient)
             # the failure's traceback holds a view of the buffer: free both before a restart
             del buf, failure
             stats.restarts += 1
@@ -274,6 +280,15 @@ class TileLoader:
                 band.r1,
                 extra={"stage": "load", "band": band.index + 1, "row_bands": band.count},
             )
+        if isinstance(part, GatherRows):  # the gather path: its own thread pool
+            with StageProgress(self.log, "load", part.n_tasks(), self.heartbeat, "tasks") as prog:
+                try:
+                    part.store(view, prog.advance)
+                except Exception as e:
+                    return e
+                finally:
+                    stats.bytes_read += bytes_read_so_far() - rchar0
+            return None
         # the tasks this band runs: its slice of the stack's graph, without the other bands' chunks
         n_tasks = len(part.__dask_graph__().cull(set(flatten(part.__dask_keys__()))))
         with StageProgress(self.log, "load", n_tasks, self.heartbeat, "tasks") as prog:
