@@ -122,3 +122,73 @@ def test_demo_command(demo_run: DemoRun) -> None:
     # a second run skips the done tiles
     again = gmrun("demo", str(demo_run.folder), "--tile-px", "96", "--dates", "6")
     assert again.returncode == 0 and again.stderr.count("skipped") >= 4, again.stderr
+
+
+#: ``gmrun`` with a bug injected into the worker: ``run_tile`` raises an unexpected exception
+_BUGGY_GMRUN = """
+import sys
+import runner.worker.tile as tile
+
+def run_tile(*args, **kwargs):
+    return {}["no such key"]  # a bug: KeyError
+
+tile.run_tile = run_tile
+from runner.cli import main
+sys.argv[0] = "gmrun"
+main()
+"""
+
+
+def test_a_bug_is_exit_3_with_its_traceback_logged(tmp_path: Path) -> None:
+    """An unexpected exception is not "bad input" (2, which a Job's podFailurePolicy fails at
+    once) nor a processing failure (1): exit 3, the traceback in the JSON log, one line last."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.k8s.plans import make_plan as k8s_plan
+
+    plan = k8s_plan(tmp_path / "plan", 1)
+    tile = str(plan.tiles[0].tile)
+    args = ["run-tile", "--plan", plan.url, "--tile", tile, "--log-format", "json"]
+    proc = subprocess.run(
+        [sys.executable, "-c", _BUGGY_GMRUN, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert proc.returncode == 3, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1] == (
+        f"error: tile {tile}: internal error (a bug in gmrun, exit 3): KeyError: 'no such key'"
+    ), proc.stderr
+    records = [json.loads(ln) for ln in lines[:-1] if ln.startswith("{")]
+    (bug,) = [r for r in records if r.get("reason") == "bug"]
+    assert bug["level"] == "error" and bug["tile"] == tile
+    assert bug["exc"].startswith("Traceback") and "KeyError" in bug["exc"]
+    # the traceback is in the log (JSON: machines), never loose on stderr
+    assert not any(ln.startswith("Traceback") for ln in lines)
+
+
+def test_any_command_answers_a_bug_with_one_line_and_exit_3() -> None:
+    import click
+    from click.testing import CliRunner
+
+    from runner.common.errors import exit_on_error
+
+    @click.command()
+    @click.option("--n", type=int, default=0)
+    @exit_on_error
+    def cmd(n: int) -> None:
+        raise ValueError(f"bad state s3://KEY:SECRET@bucket/x {n}\nsecond line")
+
+    r = CliRunner().invoke(cmd, ["--n", "7"])
+    assert r.exit_code == 3
+    assert r.output == (
+        "error: internal error (a bug in gmrun, exit 3): ValueError: bad state "
+        "s3://***@bucket/x 7\n"
+    )
+    r = CliRunner().invoke(cmd, ["--n", "x"])  # click's own usage errors are left to click
+    assert r.exit_code == 2 and "Invalid value" in r.output

@@ -115,10 +115,11 @@ def test_end_to_end(cluster: TestCluster, synthetic_plan: Plan) -> None:
         failed = rows[bad]
         assert failed["state"] == "failed" and not failed["done"]
         assert failed["attempts"] == 2 and failed["failures"] == 2  # backoffLimit 1
-        assert failed["reason"].startswith(
+        assert failed["message"].startswith(
             "BackoffLimitExceeded; last attempt Error (exit 2: bad input)"
         )
-        assert f"{BROKEN_BAND}-missing.tif" in failed["reason"]
+        assert (failed["reason"], failed["exit_code"]) == ("bad-input", 2)
+        assert f"{BROKEN_BAND}-missing.tif" in failed["message"]
         r = gm(c, "status", "--batch", "e2e")
         assert r.exit_code == 0 and "1 failed" in r.output and "3 succeeded" in r.output
         # the run assembled with the states of the Jobs: the failed tile and its reason

@@ -88,7 +88,20 @@ def test_job_manifest(plan: Any) -> None:
     res = c["resources"]
     assert res["requests"]["memory"] == res["limits"]["memory"] == tp.resources.memory
     assert res["requests"]["cpu"] == tp.resources.cpu
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    # the worker's thread budget: its own CPU request, rounded up (downward API)
+    assert [e for e in c["env"] if "value" not in e] == [
+        {
+            "name": "GMRUN_THREADS",
+            "valueFrom": {
+                "resourceFieldRef": {
+                    "containerName": c["name"],
+                    "resource": "requests.cpu",
+                    "divisor": "1",
+                }
+            },
+        }
+    ]
     assert env["GDAL_DISABLE_READDIR_ON_OPEN"] == "EMPTY_DIR"
     assert env["GMRUN_HEARTBEAT"] == "/tmp/gmrun-heartbeat"
     assert "CPL_VSIL_CURL_ALLOWED_EXTENSIONS" in env
@@ -232,7 +245,7 @@ def test_unreachable_cluster_is_a_clear_error(plan: Any, tmp_path: Path) -> None
     r = CliRunner().invoke(
         k8s_group, ["submit", "--plan", plan.url, "--batch", "b", "--kubeconfig", str(kc)]
     )
-    assert r.exit_code == 2, r.output
+    assert r.exit_code == 1, r.output  # transient, as kubectl's: not "bad input"
     assert r.output.startswith(
         "error: cannot reach the Kubernetes API server at https://127.0.0.1:1"
     )
@@ -282,9 +295,10 @@ def test_status_of_a_failed_job() -> None:
     ]
     st = k8s.job_status(job, pods)
     assert st.state == "failed" and st.attempts == 2 and st.failures == 2 and st.memory == "4Gi"
-    assert st.reason == (
+    assert st.message == (
         "BackoffLimitExceeded; last attempt Error (exit 2: bad input): cannot read asset s3://b/a.tif"
     )
+    assert (st.reason, st.exit_code) == ("bad-input", 2)
     assert k8s.pod_failure(pods[0]) == "OOMKilled (exit 137: killed)"
 
 
@@ -304,7 +318,8 @@ def test_status_states() -> None:
         ]
     )
     st = k8s.job_status(deadline, [])
-    assert st.state == "failed" and st.reason.startswith("DeadlineExceeded: Job was active")
+    assert st.state == "failed" and st.message.startswith("DeadlineExceeded: Job was active")
+    assert st.reason == "deadline"
     running = {"metadata": {}, "status": {"phase": "Running"}}
     assert k8s.job_status(_job(active=1), [running]).state == "running"
     assert k8s.job_status(_job(active=1), []).state == "pending"
@@ -372,7 +387,9 @@ def test_rendered_manifests_carry_no_credentials(
             assert v not in text, f"{f.name} leaks a credential"
         assert "AWS_SECRET" not in text and "AWS_SESSION" not in text and "AWS_ACCESS" not in text
     doc = yaml.safe_load(next(out.glob("*.yaml")).read_text())
-    env = {e["name"]: e["value"] for e in doc["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {
+        e["name"]: e.get("value") for e in doc["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert env["AWS_ENDPOINT_URL"] == "http://minio.local:9000"
     assert [k for k in env if k.startswith("AWS_")] == ["AWS_ENDPOINT_URL"]
 
@@ -408,3 +425,40 @@ def test_hostile_batch_names_touch_nothing(plan: Any, tmp_path: Path, batch: str
     assert r.exit_code == 2 and r.output.startswith("error: invalid batch name"), r.output
     assert r.output.count("\n") == 1
     assert not out.exists() and not (tmp_path / "x").exists()
+
+
+def test_jobs_carry_the_failure_policy(plan: Any, tmp_path: Path) -> None:
+    """FailJob on the worker's bad-input code, Ignore on disruptions; restartPolicy Never (the
+    policy requires it); left out, with a warning, for a server older than 1.26."""
+    from runner.common.errors import EXIT_BAD_INPUT
+    from runner.fanout.k8s.policy import fit_to_server, parse_version
+
+    job = k8s.build_job(plan.tiles[0], "b1", plan.url, _opts(plan))
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert job["spec"]["podFailurePolicy"] == {
+        "rules": [
+            {
+                "action": "Ignore",
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+            },
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": pod["containers"][0]["name"],
+                    "operator": "In",
+                    "values": [EXIT_BAD_INPUT],
+                },
+            },
+        ]
+    }
+    assert EXIT_BAD_INPUT == 2
+    for version, kept in (("1.25", False), ("v1.26.0", True), ("1.31+", True), ("1.20", False)):
+        fitted = fit_to_server(job, parse_version(version))
+        assert ("podFailurePolicy" in fitted["spec"]) is kept
+    assert "podFailurePolicy" in job["spec"]  # not changed in place
+    r = CliRunner().invoke(
+        k8s_group,
+        ["render", "--plan", plan.url, "--batch", "b1", "-o", str(tmp_path), "--kube-version", "x"],
+    )
+    assert r.exit_code == 2 and r.output.startswith("error: --kube-version: not a Kubernetes")

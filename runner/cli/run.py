@@ -7,7 +7,13 @@ import sys
 import click
 
 from runner.cli.options import endpoint_option, parse_memory, parse_tile_list
-from runner.common.errors import GmrunError, exit_on_error
+from runner.common.errors import (
+    GmrunError,
+    InternalError,
+    ProcessingError,
+    exit_on_error,
+    internal_error_line,
+)
 
 #: the longest --max-processing-time, seconds: a year (``inf`` is refused)
 MAX_SECONDS = 365 * 24 * 3600.0
@@ -60,6 +66,14 @@ MAX_SECONDS = 365 * 24 * 3600.0
     help="Memory budget, e.g. 4Gi or 1500Mi: a tile whose cube does not fit is processed "
     "in as many row bands as fit (see docs/subtiles.md).",
 )
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Compute threads (Dask reads, numba, GDAL, BLAS): at most N busy at once (default: "
+    "$GMRUN_THREADS, which a Job sets to its CPU request, else this process's CPU affinity / "
+    "cgroup CPU quota).",
+)
 @exit_on_error
 def run_tile_cmd(
     plan_url: str,
@@ -72,14 +86,20 @@ def run_tile_cmd(
     max_time: float | None,
     row_bands: int | None,
     max_memory: str | None,
+    threads: int | None,
 ) -> None:
     """Compute one tile: load, mask, reduce, write COGs and the STAC item (last).
 
     This is what each Kubernetes Job runs. The algorithm is the plan's (algorithm.name:
-    geomedian, median). Exit codes: 0 done (or already done), 2 bad input (unknown tile,
-    missing plan, unreadable asset, empty tile), 1 processing failure, 143 / 130 stopped by
-    SIGTERM / SIGINT (logged with the stage it stopped in).
+    geomedian, median). Exit codes (docs/faults.md#exit-codes): 0 done (or already done),
+    2 bad input (unknown tile, missing plan, unreadable asset, empty tile; a Job fails at once),
+    1 processing or transient failure (retried), 3 an unexpected exception, a bug (traceback in
+    the log, a one-line summary last), 143 / 130 stopped by SIGTERM / SIGINT (logged with the
+    stage it stopped in).
     """
+    from runner.common.threads import apply_threads
+
+    cpus = apply_threads(threads)  # first: numba and numpy read their thread counts at import
     from runner.common import logs, numba_cache, store
     from runner.common.errors import EmptyTileError
     from runner.common.memory import BUDGET_SHARE, local_budget
@@ -90,6 +110,12 @@ def run_tile_cmd(
     logs.setup(log_format)  # type: ignore[arg-type]
     tid = TileId.parse(tile)
     log = logs.tile_logger(tid)
+    log.info(
+        "threads: %d (%s)",
+        cpus.threads,
+        cpus.source,
+        extra={"threads": cpus.threads, "threads_source": cpus.source},
+    )
     if (seeded := numba_cache.seed_cache()) is not None and seeded.files:
         log.info(
             "numba kernels of the image: %d files copied to %s in %.0f ms",
@@ -131,15 +157,18 @@ def run_tile_cmd(
     except GmrunError as e:
         log.error("%s", e, extra={"status": "failed"})
         raise
-    except Exception as e:
+    except (MemoryError, OSError) as e:  # out of memory, a failed read or write: retry
+        log.error("failed: %s: %s", type(e).__name__, e, exc_info=True, extra={"status": "failed"})
+        raise ProcessingError(f"tile {tid} failed: {type(e).__name__}: {e}") from None
+    except Exception as e:  # a bug: its own exit code, never "bad input"
         log.error(
             "unexpected failure: %s: %s",
             type(e).__name__,
             e,
             exc_info=True,
-            extra={"status": "failed"},
+            extra={"status": "failed", "reason": "bug"},
         )
-        raise GmrunError(f"tile {tid} failed: {type(e).__name__}: {e}") from None
+        raise InternalError(f"tile {tid}: {internal_error_line(e)}") from None
 
 
 @click.command("run")
@@ -150,7 +179,7 @@ def run_tile_cmd(
     type=click.IntRange(1, 64),
     default=1,
     show_default=True,
-    help="Tiles at a time (each tile uses all cores).",
+    help="Tiles at a time (each gets its share of the CPU budget: see --threads).",
 )
 @click.option("--output", "location", help="Output folder or s3:// prefix (overrides the plan's).")
 @click.option("--overwrite", is_flag=True, help="Recompute done tiles too.")
@@ -177,6 +206,13 @@ def run_tile_cmd(
 @click.option(
     "--row-bands", type=click.IntRange(min=1), metavar="N", help="As run-tile's, for every tile."
 )
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Compute threads of each tile's worker (default: this process's CPU budget, "
+    "$GMRUN_THREADS or its CPU affinity / cgroup quota, divided among the --workers).",
+)
 @exit_on_error
 def run_cmd(
     plan_url: str,
@@ -189,6 +225,7 @@ def run_cmd(
     max_time: float | None,
     max_memory: str | None,
     row_bands: int | None,
+    threads: int | None,
 ) -> None:
     """Run a plan's tiles on this machine, one process per tile; done tiles are skipped.
 
@@ -221,6 +258,7 @@ def run_cmd(
         endpoint_url=endpoint_url,
         max_memory=max_memory,
         row_bands=row_bands,
+        threads=threads,
     )
     console = Console(stderr=True)
     try:

@@ -108,6 +108,7 @@ class AlgorithmConfig(_Frozen):
 
     ``eps`` and ``maxiters`` are the geomedian's; ``backend`` is the geomedian's implementation
     (the median runs on ``numba`` only); ``num_threads`` and ``row_block`` apply to every reducer.
+    ``num_threads`` (default and ceiling: the worker's CPU budget, :mod:`runner.common.threads`).
     """
 
     #: ``geomedian`` (geomedian + SMAD/EMAD/BCMAD + count) or ``median`` (per-band median + count)
@@ -166,13 +167,19 @@ class InputConfig(_Frozen):
     #: Group acquisitions into one observation per solar day (fuses overlapping swaths).
     groupby: GroupBy = "solar_day"
     resampling: Literal["nearest", "bilinear", "cubic", "average"] = "nearest"
+    #: How pixels are loaded: ``gather`` decodes each source window once and gathers through
+    #: GDAL's nearest choice computed once per source grid (runner.worker.gather; same pixels
+    #: as odc-stac); ``odc-stac`` warps per chunk, band and date; ``auto``: gather, falling back
+    #: to odc-stac (logged with the reason) for inputs it cannot serve (docs/performance.md).
+    loader: Literal["auto", "gather", "odc-stac"] = "auto"
     #: Dask chunk edge in pixels for the lazy load.
     chunk: int = Field(1024, ge=64)
     #: Observations per Dask chunk: the sink then writes that many time-contiguous values per
     #: pixel and band at once (the cube is (y, x, band, time)) instead of one; 8 loads 20 %
     #: faster than 1 (docs/performance.md). The outputs do not depend on it.
     time_chunk: int = Field(8, ge=1, le=512)
-    #: Threads for GDAL reads in the single-worker Dask scheduler.
+    #: Threads for GDAL reads in the single-worker Dask scheduler (default and ceiling: the
+    #: worker's CPU budget, ``--threads`` / ``$GMRUN_THREADS``: runner.common.threads).
     threads: int | None = Field(None, ge=1)
     #: Retries of an unreadable asset before the tile fails (names the asset).
     retries: int = Field(3, ge=0, le=20)
@@ -267,7 +274,8 @@ class KubernetesConfig(_Frozen):
     #: the worker image; None: ``ghcr.io/gmrun/gmrun:{version}`` of the gmrun that renders the
     #: Jobs (a fixed tag, so every node runs the same code; ``latest`` is pulled ``Always``)
     image: str | None = None
-    namespace: str = "gmrun"
+    #: None: the kubeconfig context's namespace, else ``gmrun``
+    namespace: str | None = None
     service_account: str = "gmrun-worker"
     backoff_limit: int = Field(2, ge=0)
     active_deadline_seconds: int = Field(6 * 3600, ge=60)
@@ -281,6 +289,30 @@ class KubernetesConfig(_Frozen):
     #: the worker's ``/tmp`` emptyDir: its ``sizeLimit`` and the container's ephemeral-storage
     #: request and limit (numba cache, GDAL temporaries, the heartbeat; outputs are built in memory)
     tmp_size: str = Field("4Gi", pattern=r"^[1-9][0-9]{0,5}(Mi|Gi)$")
+    #: ``rerun``: the memory of a tile whose last attempt was OOMKilled is multiplied by this
+    #: (``--memory-factor``); other failures rerun with the memory they had
+    oom_memory_factor: float = Field(1.5, gt=1.0, le=16.0)
+    #: ``rerun``: no Job gets more memory than this (``--max-memory``; e.g. the largest node's
+    #: allocatable memory): a rerun above it is refused instead of a pod that pends forever
+    max_memory: str | None = Field(None, pattern=r"^[1-9][0-9]{0,6}(Mi|Gi|Ti)$")
+    # -- placement: the same in every Job of render, submit and rerun (each also a flag) --
+    #: the pods' ``nodeSelector`` (e.g. ``{node-pool: highmem}``)
+    node_selector: dict[str, str] = {}
+    #: the pods' ``tolerations`` (Kubernetes objects: ``{key, operator, value, effect}``)
+    tolerations: tuple[dict[str, Any], ...] = ()
+    #: the pods' ``affinity`` (a Kubernetes ``Affinity`` object)
+    affinity: dict[str, Any] | None = None
+    priority_class_name: str | None = None
+    #: names of docker-registry Secrets for a private image
+    image_pull_secrets: tuple[str, ...] = ()
+    #: extra labels of the Jobs and their pods (``app.kubernetes.io/part-of: …``); gmrun's own
+    #: (``app.kubernetes.io/name``, ``gmrun.io/*``) cannot be overridden
+    labels: dict[str, str] = {}
+    #: extra annotations of the Jobs and their pods (``karpenter.sh/do-not-disrupt: "true"``)
+    annotations: dict[str, str] = {}
+    #: a patch of the pod template (``spec.template``), applied last: mappings merge, ``null``
+    #: removes a key, lists of named objects (containers, env, volumes) merge by ``name``
+    pod_patch: dict[str, Any] | None = None
 
 
 class MemoryConfig(_Frozen):

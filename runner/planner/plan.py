@@ -47,6 +47,9 @@ def parse_json(raw: bytes, where: str, what: str) -> Any:
 PLAN_SCHEMA = "gmrun/plan/1"
 PLAN_FILE = "plan.json"
 
+#: Why a tile without observations gets no Job and no worker (``TilePlan.skip``).
+EMPTY_REASON = "empty: 0 observations in the period"
+
 
 @dataclass(frozen=True, slots=True)
 class TilePlan:
@@ -61,6 +64,13 @@ class TilePlan:
     #: row bands the worker cuts the tile into to fit ``resources`` (1: the whole tile at once)
     row_bands: int = 1
 
+    @property
+    def skip(self) -> str | None:
+        """Why the tile is skipped, never run (no Job, no worker): :data:`EMPTY_REASON` for a
+        tile with 0 observations; ``None`` for a tile with work to do. Written to ``plan.json``
+        as ``"skip"`` for people to read; derived from ``n_obs`` when a plan is read."""
+        return EMPTY_REASON if self.n_obs <= 0 else None
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "tile": str(self.tile),
@@ -73,6 +83,8 @@ class TilePlan:
         }
         if self.row_bands > 1:  # absent means 1: plans written before row bands read the same
             d["row_bands"] = self.row_bands
+        if self.skip:
+            d["skip"] = self.skip
         return d
 
     @classmethod

@@ -71,6 +71,7 @@ def summary_table(plan: Plan) -> Any:
     t.add_column("value", justify="right")
     t.add_row("tiles", f"{len(tiles)}")
     t.add_row("tiles with observations", f"{sum(1 for tp in tiles if tp.n_obs)}")
+    t.add_row("empty tiles (skipped: no Job)", f"{sum(1 for tp in tiles if tp.skip)}")
     t.add_row("item-tile pairs", f"{sum(tp.n_items for tp in tiles)}")
     t.add_row("observations (tile time steps)", f"{sum(tp.n_obs for tp in tiles)}")
     t.add_row("max observations in a tile", f"{max((tp.n_obs for tp in tiles), default=0)}")
@@ -78,7 +79,9 @@ def summary_table(plan: Plan) -> Any:
     t.add_row(
         "largest memory class",
         max(
-            (tp.resources for tp in tiles), key=lambda r: r.memory_bytes, default=Resources(0, "")
+            (tp.resources for tp in tiles if not tp.skip),
+            key=lambda r: r.memory_bytes,
+            default=Resources(0, ""),
         ).memory,
     )
     t.add_row("estimated node-hours*", f"{node_hours(plan):.1f}")

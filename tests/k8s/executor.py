@@ -12,12 +12,20 @@ Pending, and for each one:
 
 The Job controller of the test cluster then does the rest (retries per ``backoffLimit``, Job
 conditions). A pod deleted while it runs (Job deleted, deadline exceeded) has its process killed.
+
+The test server is Kubernetes 1.20, whose Job controller predates ``podFailurePolicy`` (and
+whose API server drops the field). With ``failure_policy=`` the executor does, for a failed
+pod, what a ≥ 1.26 Job controller does with that policy's ``onExitCodes`` rules: a ``FailJob``
+match sets the Job's ``Failed`` condition (reason ``PodFailurePolicy``, the controller's
+message) *before* the pod is reported failed, so the 1.20 controller, seeing a finished Job,
+starts no retry. (``Ignore`` on ``DisruptionTarget`` is not emulated: nothing here disrupts.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -38,6 +46,24 @@ _MAX_LINES = 80
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _cpus(quantity: str) -> float:
+    """A CPU quantity (``2``, ``1.5``, ``500m``) in CPUs."""
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def env_value(var: dict[str, Any], ctr: dict[str, Any]) -> str:
+    """An ``env`` entry's value as a kubelet gives it: ``value``, or the downward API's
+    ``resourceFieldRef`` of ``requests.cpu`` / ``limits.cpu`` (rounded up per ``divisor``)."""
+    if "value" in var:
+        return str(var["value"])
+    ref = (var.get("valueFrom") or {}).get("resourceFieldRef") or {}
+    kind, _, resource = str(ref.get("resource", "")).partition(".")
+    quantity = ((ctr.get("resources") or {}).get(kind) or {}).get(resource)
+    if resource != "cpu" or quantity is None:
+        return ""
+    return str(math.ceil(_cpus(str(quantity)) / _cpus(str(ref.get("divisor", "1")))))
 
 
 def gmrun_command() -> list[str]:
@@ -81,10 +107,13 @@ class PodExecutor:
         env: dict[str, str] | None = None,
         before_run: Callable[[dict[str, Any]], None] | None = None,
         command_map: Callable[[list[str]], list[str]] = map_command,
+        failure_policy: dict[str, Any] | None = None,
     ):
         from kubernetes import client
 
         self.core = client.CoreV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.failure_policy = failure_policy
         self.namespace = namespace
         self.selector = selector
         self.poll = poll
@@ -199,7 +228,7 @@ class PodExecutor:
         home.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env.update(self.extra_env)
-        env.update({e["name"]: e.get("value", "") for e in ctr.get("env") or [] if "name" in e})
+        env.update({e["name"]: env_value(e, ctr) for e in ctr.get("env") or [] if "name" in e})
         env.update(
             {
                 "HOME": str(home),
@@ -258,6 +287,8 @@ class PodExecutor:
             lines = log_path.read_bytes().decode(errors="replace").splitlines()[-_MAX_LINES:]
             terminated["message"] = "\n".join(lines)[-_MAX_MESSAGE:]
         self.results[name] = code
+        if code != 0 and self.failure_policy is not None:
+            self._apply_failure_policy(pod, ctr["name"], code)
         self._patch(
             name,
             {
@@ -273,3 +304,42 @@ class PodExecutor:
                 ],
             },
         )
+
+    def _apply_failure_policy(self, pod: dict[str, Any], container: str, code: int) -> None:
+        """A ≥ 1.26 Job controller's ``FailJob`` on a matching ``onExitCodes`` rule."""
+        assert self.failure_policy is not None
+        hit = exit_code_rule(self.failure_policy, container, code)
+        if hit is None or hit[1] != "FailJob":
+            return
+        job = next(
+            (r["name"] for r in pod["metadata"].get("ownerReferences") or [] if r["kind"] == "Job"),
+            None,
+        )
+        if job is None:
+            return
+        ns, name, now = self.namespace, pod["metadata"]["name"], _now()
+        condition = {
+            "type": "Failed",
+            "status": "True",
+            "reason": "PodFailurePolicy",
+            "message": f"Container {container} for pod {ns}/{name} failed with exit code "
+            f"{code} matching FailJob rule at index {hit[0]}",
+            "lastProbeTime": now,
+            "lastTransitionTime": now,
+        }
+        self.batch.patch_namespaced_job_status(
+            job, ns, {"status": {"conditions": [condition], "failed": 1, "active": 0}}
+        )
+
+
+def exit_code_rule(policy: dict[str, Any], container: str, code: int) -> tuple[int, str] | None:
+    """``(index, action)`` of the first ``onExitCodes`` rule of ``policy`` that an exit ``code``
+    of ``container`` matches, as the Job controller evaluates them (0 never matches)."""
+    for i, rule in enumerate(policy.get("rules") or []):
+        on = rule.get("onExitCodes")
+        if not on or code == 0 or on.get("containerName") not in (None, container):
+            continue
+        values = set(on.get("values") or [])
+        if (code in values) == (on.get("operator") == "In"):
+            return i, str(rule["action"])
+    return None

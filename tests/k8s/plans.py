@@ -37,3 +37,40 @@ def make_plan(
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "plan.json").write_text(json.dumps(plan.to_dict()))
     return Plan.load(str(folder))
+
+
+#: A lon/lat box of ~2 km astride the boundary of the africa_10 tiles x210y074 and x211y074
+#: (x = 29.8488° E): a synthetic catalog of it gives an Africa plan of 3456 tiles, 2 not empty.
+AFRICA_BBOX = (29.838, -2.0, 29.858, -1.99)
+
+
+def africa_plan(folder: Path, dates: int = 2) -> Plan:
+    """``gmrun synth`` over :data:`AFRICA_BBOX`, then ``gmrun plan --region africa --year 2023``
+    of that catalog (the default africa_10 grid) into ``folder/plan``, outputs to
+    ``folder/out``."""
+    from click.testing import CliRunner
+
+    from runner.cli import cli
+
+    bbox = ",".join(str(v) for v in AFRICA_BBOX)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "gmrun.yaml").write_text(f"output:\n  location: {folder / 'out'}\n")
+    for args in (
+        ["synth", str(folder / "catalog"), "--bbox", bbox, "--dates", str(dates), "--seed", "1"],
+        [
+            "plan",
+            "--catalog",
+            str(folder / "catalog/items.ndjson"),
+            "--region",
+            "africa",
+            "--year",
+            "2023",
+            "--config",
+            str(folder / "gmrun.yaml"),
+            "-o",
+            str(folder / "plan"),
+        ],
+    ):
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 0, r.output
+    return Plan.load(str(folder / "plan"))

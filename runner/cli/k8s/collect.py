@@ -67,5 +67,5 @@ def k8s_collect_cmd(
                 tile = TileId.parse(r.tile)
             except UserInputError:  # a Job of the batch that is not a tile of the plan
                 continue
-            attempts[tile] = Attempt(state, r.reason)
+            attempts[tile] = Attempt(state, r.message)
     assemble(plan, location, attempts)

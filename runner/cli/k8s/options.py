@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
+
+from runner.common.errors import UserInputError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,35 +60,137 @@ def namespace_option(fn: F) -> F:
         "--namespace",
         "-n",
         metavar="NS",
-        help="Namespace of the Jobs (default: kubernetes.namespace of the plan's config, 'gmrun').",
+        help="Namespace of the Jobs (default: kubernetes.namespace of the plan's config, else "
+        "the kubeconfig context's, else 'gmrun').",
     )(fn)
+
+
+#: the flags of :func:`job_options` handed to the command as one ``job_flags`` mapping
+_JOB_FLAGS = (
+    "node_selector",
+    "tolerations",
+    "affinity",
+    "priority_class",
+    "image_pull_secrets",
+    "labels",
+    "annotations",
+    "pod_patch",
+    "queue",
+    "s3_secret",
+    "cpu",
+)
 
 
 def job_options(fn: F) -> F:
-    fn = click.option(
-        "--endpoint-url",
-        metavar="URL",
-        help="S3-compatible endpoint for the workers (and for this command's done checks); "
-        "passed to each Job as the plain env var AWS_ENDPOINT_URL, never credentials.",
-    )(fn)
-    fn = click.option(
-        "--backoff-limit",
-        type=click.IntRange(min=0),
-        metavar="N",
-        help="Retries of a failed pod before the Job fails (default: from the config, 2).",
-    )(fn)
-    fn = click.option(
-        "--service-account",
-        metavar="NAME",
-        help="ServiceAccount of the worker pods (default: from the config, gmrun-worker).",
-    )(fn)
-    fn = click.option(
-        "--image",
-        metavar="IMG",
-        help="Worker container image (default: kubernetes.image of the plan's config, else "
-        "ghcr.io/gmrun/gmrun:VERSION of this gmrun; latest or untagged images are pulled Always).",
-    )(fn)
-    return fn
+    """What goes into every Job, for render, submit and rerun alike (the config's, overridden):
+    image, service account, backoff limit, endpoint, and the placement and override flags,
+    which reach the command as ``job_flags`` (for :func:`make_job_options`)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        flags = {k: kwargs.pop(k) for k in _JOB_FLAGS}
+        return fn(*args, job_flags=flags, **kwargs)
+
+    opts: list[Callable[[Any], Any]] = [
+        click.option(
+            "--image",
+            metavar="IMG",
+            help="Worker container image (default: kubernetes.image of the plan's config, else "
+            "ghcr.io/gmrun/gmrun:VERSION of this gmrun; latest or untagged images are pulled "
+            "Always).",
+        ),
+        click.option(
+            "--service-account",
+            metavar="NAME",
+            help="ServiceAccount of the worker pods (default: from the config, gmrun-worker).",
+        ),
+        click.option(
+            "--backoff-limit",
+            type=click.IntRange(min=0),
+            metavar="N",
+            help="Retries of a failed pod before the Job fails (default: from the config, 2).",
+        ),
+        click.option(
+            "--endpoint-url",
+            metavar="URL",
+            help="S3-compatible endpoint for the workers (and for this command's done checks); "
+            "passed to each Job as the plain env var AWS_ENDPOINT_URL, never credentials.",
+        ),
+        click.option(
+            "--queue",
+            metavar="NAME",
+            help="Kueue LocalQueue: the Jobs are created suspended with its label "
+            "(default: kubernetes.kueue_queue).",
+        ),
+        click.option(
+            "--s3-secret",
+            metavar="NAME",
+            help="Secret the workers get as environment (envFrom) for S3 "
+            "(default: kubernetes.s3_secret_name).",
+        ),
+        click.option(
+            "--cpu",
+            metavar="Q",
+            help="CPU request of each worker, e.g. 4 or 3500m (default: the plan's, "
+            "kubernetes.cpu); the worker sizes its threads to it.",
+        ),
+        click.option(
+            "--node-selector",
+            "node_selector",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Add to the pods' nodeSelector (repeatable; over kubernetes.node_selector).",
+        ),
+        click.option(
+            "--toleration",
+            "tolerations",
+            multiple=True,
+            metavar="KEY[=VALUE][:EFFECT]",
+            help="Add a toleration, as kubectl taint writes taints (repeatable).",
+        ),
+        click.option(
+            "--affinity",
+            metavar="YAML|@FILE",
+            help="The pods' affinity, YAML/JSON inline or @FILE (replaces kubernetes.affinity).",
+        ),
+        click.option(
+            "--priority-class",
+            metavar="NAME",
+            help="The pods' priorityClassName (default: kubernetes.priority_class_name).",
+        ),
+        click.option(
+            "--image-pull-secret",
+            "image_pull_secrets",
+            multiple=True,
+            metavar="NAME",
+            help="A Secret to pull the image with (repeatable; adds to the config's).",
+        ),
+        click.option(
+            "--label",
+            "labels",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="An extra label of the Jobs and pods (repeatable).",
+        ),
+        click.option(
+            "--annotation",
+            "annotations",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="An extra annotation of the Jobs and pods, e.g. "
+            "karpenter.sh/do-not-disrupt=true (repeatable).",
+        ),
+        click.option(
+            "--pod-patch",
+            metavar="YAML|@FILE",
+            help="A patch of the pod template applied last: mappings merge, null removes, "
+            "containers/env/volumes merge by name (replaces kubernetes.pod_patch).",
+        ),
+    ]
+    out: Any = wrapper
+    for opt in reversed(opts):
+        out = opt(out)
+    return cast(F, out)
 
 
 def load_plan(url: str) -> Any:
@@ -97,21 +203,46 @@ def load_plan(url: str) -> Any:
 
 def make_job_options(
     plan: Any,
-    namespace: str | None,
+    namespace: str,
     image: str | None,
     service_account: str | None,
     backoff_limit: int | None,
     endpoint_url: str | None = None,
+    job_flags: dict[str, Any] | None = None,
 ) -> Any:
+    """The :class:`~runner.fanout.k8s.JobOptions` of a batch: the plan's config with the flags
+    over it — the same for render, submit and rerun, so their pod specs are the same."""
     from runner.fanout.k8s import JobOptions
+    from runner.fanout.k8s.placement import placement_from
 
+    f = job_flags or {}
+    cfg = plan.config.kubernetes
+    if f.get("cpu") and not re.fullmatch(
+        r"[1-9][0-9]{0,3}(\.[0-9]{1,3})?|[1-9][0-9]{0,6}m", f["cpu"]
+    ):
+        raise UserInputError(f"--cpu {f['cpu']!r}: use a CPU quantity such as 4, 1.5 or 3500m")
+    placement = placement_from(
+        cfg,
+        node_selector=f.get("node_selector") or (),
+        tolerations=f.get("tolerations") or (),
+        affinity=f.get("affinity"),
+        priority_class=f.get("priority_class"),
+        image_pull_secrets=f.get("image_pull_secrets") or (),
+        labels=f.get("labels") or (),
+        annotations=f.get("annotations") or (),
+        pod_patch=f.get("pod_patch"),
+    )
     return JobOptions.from_config(
-        plan.config.kubernetes,
+        cfg,
         namespace=namespace,
         image=image,
         service_account=service_account,
         backoff_limit=backoff_limit,
         endpoint_url=endpoint_url,
+        kueue_queue=f.get("queue"),
+        s3_secret_name=f.get("s3_secret"),
+        cpu=f.get("cpu"),
+        placement=placement,
     )
 
 
@@ -144,14 +275,46 @@ def resolve_plan(cluster: Any, namespace: str, batch: str, plan_url: str | None)
     return load_plan(plan_url or k.plan_url_of_batch(cluster, namespace, batch))
 
 
-def namespace_of(namespace: str | None, plan: Any | None) -> str:
+def namespace_of(namespace: str | None, plan: Any | None, cluster: Any | None = None) -> str:
+    """``--namespace``, else the plan's ``kubernetes.namespace``, else the kubeconfig context's
+    (or the pod's service account's), else ``gmrun``."""
+    from runner.fanout.k8s.manifests import DEFAULT_NAMESPACE
+
     if namespace:
         return namespace
-    if plan is not None:
+    if plan is not None and plan.config.kubernetes.namespace:
         return str(plan.config.kubernetes.namespace)
-    from runner.common.config import KubernetesConfig
+    if cluster is not None and cluster.context_namespace:
+        return str(cluster.context_namespace)
+    return DEFAULT_NAMESPACE
 
-    return KubernetesConfig().namespace
+
+@contextmanager
+def open_batch(
+    batch: str,
+    plan_url: str | None,
+    namespace: str | None,
+    kubeconfig: str | None,
+    context: str | None,
+    pool: int = 32,
+) -> Iterator[tuple[Any, Any, str]]:
+    """``(cluster, plan, namespace)`` of a batch, for ``status``, ``rerun`` and ``collect``
+    alike: the plan of ``--plan``, else of the Jobs' ``gmrun.io/plan`` annotation (looked up
+    in ``--namespace``, else the default); the namespace ``--namespace``, else the plan's
+    ``kubernetes.namespace``. The connection is closed after."""
+    from runner.fanout import k8s as k
+
+    k.validate_batch_name(batch)
+    plan = load_plan(plan_url) if plan_url else None
+    cluster = k.Cluster(kubeconfig, context, pool=pool)
+    try:
+        ns = namespace_of(namespace, plan, cluster)
+        if plan is None:
+            plan = resolve_plan(cluster, ns, batch, None)
+            ns = namespace_of(namespace, plan, cluster)
+        yield cluster, plan, ns
+    finally:
+        cluster.close()
 
 
 def batch_rows(
@@ -161,20 +324,12 @@ def batch_rows(
     kubeconfig: str | None,
     context: str | None,
 ) -> tuple[Any, list[Any]]:
-    """The plan of a batch (``--plan``, else the Jobs' annotation) and its tiles' status rows
-    (:func:`runner.fanout.k8s.batch_status`), the cluster connection closed after."""
+    """The plan of a batch (:func:`open_batch`) and its tiles' status rows
+    (:func:`runner.fanout.k8s.batch_status`)."""
     from runner.fanout import k8s as k
 
-    k.validate_batch_name(batch)
-    plan = load_plan(plan_url) if plan_url else None
-    cluster = k.Cluster(kubeconfig, context)
-    try:
-        ns = namespace_of(namespace, plan)
-        if plan is None:
-            plan = resolve_plan(cluster, ns, batch, None)
+    with open_batch(batch, plan_url, namespace, kubeconfig, context) as (cluster, plan, ns):
         return plan, k.batch_status(cluster, ns, batch, plan)
-    finally:
-        cluster.close()
 
 
 def warn_local_paths(plan: Any) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from runner.cli.k8s.options import (
@@ -10,17 +12,23 @@ from runner.cli.k8s.options import (
     job_options,
     load_plan,
     make_job_options,
+    namespace_of,
     namespace_option,
     plan_option,
     progress_bar,
     warn_local_paths,
 )
-from runner.common.errors import exit_on_error
+from runner.common.errors import UserInputError, exit_on_error
+from runner.fanout.k8s.policy import dropped_line, parse_version, unsupported_fields
 
 
 @click.command(
     "render",
-    help="""Write the Job manifests of a batch, one YAML file per tile.
+    help="""Write the Job manifests of a batch, one YAML file per tile with work.
+
+\b
+Empty tiles (0 observations in the period; the plan marks them "skip") get
+no manifest; the last line counts them.
 
 \b
 The folder works with both
@@ -53,6 +61,12 @@ with kubernetes.kueue_queue, the Kueue queue label and suspend: true.""",
     metavar="DIR",
     help="Folder to write the manifests into (created if missing).",
 )
+@click.option(
+    "--kube-version",
+    metavar="X.Y",
+    help="Kubernetes version of the cluster the manifests are for (default: a current one, "
+    "≥ 1.26); older ones get no fields they lack (podFailurePolicy below 1.26), with a warning.",
+)
 @exit_on_error
 def render_cmd(
     plan_url: str,
@@ -63,6 +77,8 @@ def render_cmd(
     backoff_limit: int | None,
     endpoint_url: str | None,
     out_dir: str,
+    kube_version: str | None,
+    job_flags: dict[str, Any],
 ) -> None:
     from runner.common import store
     from runner.fanout import k8s as k
@@ -70,11 +86,30 @@ def render_cmd(
     k.validate_batch_name(batch)
     store.use_endpoint(endpoint_url)  # the plan may be on that store
     plan = load_plan(plan_url)
-    opts = make_job_options(plan, namespace, image, service_account, backoff_limit, endpoint_url)
-    paths = k.render(plan, batch, opts, out_dir)
-    click.echo(
-        f"wrote {len(paths)} Job manifests and {k.KUSTOMIZATION_FILE} to {out_dir}", err=True
+    opts = make_job_options(
+        plan,
+        namespace_of(namespace, plan),
+        image,
+        service_account,
+        backoff_limit,
+        endpoint_url,
+        job_flags,
     )
+    server = None
+    if kube_version is not None:
+        try:
+            server = parse_version(kube_version)
+        except ValueError as e:
+            raise UserInputError(f"--kube-version: {e}") from None
+    paths = k.render(plan, batch, opts, out_dir, server)
+    n_empty = len(k.runnable_tiles(plan)[1])
+    click.echo(
+        f"wrote {len(paths)} Job manifests and {k.KUSTOMIZATION_FILE} to {out_dir}"
+        f"; skipped {n_empty} empty tiles (0 observations)",
+        err=True,
+    )
+    if server is not None and (dropped := unsupported_fields(server)):
+        click.echo(dropped_line(dropped, "v{}.{}".format(*server)), err=True)
     warn_local_paths(plan)
 
 
@@ -83,8 +118,9 @@ def render_cmd(
     help="""Create the Jobs of a batch on the cluster.
 
 \b
-Only tiles that need work get a Job: a tile whose outputs exist (its STAC
-item, the done marker) is skipped, and a tile that already has a Job in the
+Only tiles that need work get a Job: an empty tile (0 observations: the
+plan says "skip") never does, a tile whose outputs exist (its STAC item,
+the done marker) is skipped, and a tile that already has a Job in the
 batch is left alone, whatever its state. So submit is safe to repeat: after
 an interruption, or to pick up tiles added to the plan. Failed Jobs are not
 resubmitted; use `gmrun k8s rerun --failed` for those.
@@ -142,6 +178,7 @@ def submit_cmd(
     quiet: bool,
     kubeconfig: str | None,
     context: str | None,
+    job_flags: dict[str, Any],
 ) -> None:
     from runner.common import store
     from runner.fanout import k8s as k
@@ -149,9 +186,17 @@ def submit_cmd(
     k.validate_batch_name(batch)
     store.use_endpoint(endpoint_url)
     plan = load_plan(plan_url)
-    opts = make_job_options(plan, namespace, image, service_account, backoff_limit, endpoint_url)
     cluster = k.Cluster(kubeconfig, context, pool=max(workers, 4))
     try:
+        opts = make_job_options(
+            plan,
+            namespace_of(namespace, plan, cluster),
+            image,
+            service_account,
+            backoff_limit,
+            endpoint_url,
+            job_flags,
+        )
         with progress_bar(not quiet, f"submit {batch}") as (set_total, advance):
             res = k.submit(
                 cluster,
@@ -171,7 +216,10 @@ def submit_cmd(
     )
     click.echo(
         f"batch {batch}: created {len(res.created)} Jobs{rate}, {len(res.existed)} already existed, "
-        f"{len(res.skipped_done)} tiles already done (namespace {opts.namespace})",
+        f"{len(res.skipped_done)} tiles already done, {len(res.skipped_empty)} empty tiles skipped "
+        f"(namespace {opts.namespace})",
         err=True,
     )
+    if res.dropped_fields and res.created:
+        click.echo(dropped_line(res.dropped_fields, res.server), err=True)
     warn_local_paths(plan)

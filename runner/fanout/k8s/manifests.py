@@ -11,7 +11,7 @@ to YAML for ``kubectl`` as they are and go to the API server without the client'
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,8 @@ import yaml
 
 from runner.common.config import KubernetesConfig
 from runner.common.errors import UserInputError
+from runner.fanout.k8s.placement import Placement, apply_placement, placement_from
+from runner.fanout.k8s.policy import fit_to_server, pod_failure_policy
 from runner.fanout.worker_args import WorkerOptions, run_tile_args
 from runner.planner.grid import TileId
 from runner.planner.plan import Plan, TilePlan
@@ -35,6 +37,11 @@ QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 #: Where the worker touches its heartbeat file (``$GMRUN_HEARTBEAT``); the liveness probe checks it.
 HEARTBEAT_PATH = "/tmp/gmrun-heartbeat"
+#: The namespace of the Jobs when neither ``--namespace``, ``kubernetes.namespace`` nor the
+#: kubeconfig context names one.
+DEFAULT_NAMESPACE = "gmrun"
+#: The name of the worker's container (the failure policy's ``onExitCodes`` names it).
+CONTAINER = "gmrun"
 #: The worker runs as this non-root user (the image's ``gmrun`` user).
 RUN_AS_USER = 10001
 JOB_PREFIX = "gm-"
@@ -117,13 +124,18 @@ class JobOptions:
     endpoint_url: str | None = None
     #: The worker's time budget in seconds (``--max-processing-time``); see :func:`job_deadline`.
     max_processing_time: int | None = None
+    #: the container's CPU request (None: the plan's, ``kubernetes.cpu`` at plan time)
+    cpu: str | None = None
+    #: node selector, tolerations, affinity, priority class, pull secrets, labels,
+    #: annotations, pod patch (:mod:`runner.fanout.k8s.placement`)
+    placement: Placement = field(default_factory=Placement)
 
     @classmethod
     def from_config(cls, cfg: KubernetesConfig, **overrides: Any) -> JobOptions:
         base = cls(
             image=cfg.image or default_image(),
             tmp_size=cfg.tmp_size,
-            namespace=cfg.namespace,
+            namespace=cfg.namespace or DEFAULT_NAMESPACE,
             service_account=cfg.service_account,
             backoff_limit=cfg.backoff_limit,
             active_deadline_seconds=cfg.active_deadline_seconds,
@@ -131,6 +143,7 @@ class JobOptions:
             s3_secret_name=cfg.s3_secret_name,
             kueue_queue=cfg.kueue_queue,
             max_processing_time=cfg.max_processing_time,
+            placement=placement_from(cfg),
         )
         opts = replace(base, **{k: v for k, v in overrides.items() if v is not None})
         if opts.endpoint_url:
@@ -159,12 +172,14 @@ def job_deadline(opts: JobOptions) -> int:
     return int(n + max(300, n // 10))
 
 
-def worker_env(batch: str, tile: TileId, endpoint_url: str | None = None) -> list[dict[str, str]]:
+def worker_env(batch: str, tile: TileId, endpoint_url: str | None = None) -> list[dict[str, Any]]:
     """Environment of the worker container: GDAL's settings that do not depend on the plan
     (:data:`runner.worker.gdal.STATIC_SETTINGS`, the worker's own; its HTTP retries, timeout and
     cache come from ``input.*`` of the plan's config), writable locations under the ``/tmp``
-    emptyDir, the heartbeat file and, for an S3-compatible store, ``AWS_ENDPOINT_URL``. Never
-    credentials: those come from the ServiceAccount (IRSA) or the ``envFrom`` secret."""
+    emptyDir, the heartbeat file, ``GMRUN_THREADS`` = the container's CPU request (downward API,
+    rounded up: ``500m`` → 1; the worker's thread budget, :mod:`runner.common.threads`) and, for
+    an S3-compatible store, ``AWS_ENDPOINT_URL``. Never credentials: those come from the
+    ServiceAccount (IRSA) or the ``envFrom`` secret."""
     from runner.worker.gdal import STATIC_SETTINGS
 
     env = {
@@ -177,7 +192,10 @@ def worker_env(batch: str, tile: TileId, endpoint_url: str | None = None) -> lis
     }
     if endpoint_url:
         env["AWS_ENDPOINT_URL"] = endpoint_url
-    return [{"name": k, "value": v} for k, v in env.items()]
+    cpu_request = {"containerName": CONTAINER, "resource": "requests.cpu", "divisor": "1"}
+    return [{"name": k, "value": v} for k, v in env.items()] + [
+        {"name": "GMRUN_THREADS", "valueFrom": {"resourceFieldRef": cpu_request}}
+    ]
 
 
 def liveness_probe(timeout_s: int) -> dict[str, Any]:
@@ -211,14 +229,18 @@ def build_job(
     if opts.kueue_queue:
         job_labels[QUEUE_LABEL] = opts.kueue_queue
     container: dict[str, Any] = {
-        "name": "gmrun",
+        "name": CONTAINER,
         "image": opts.image,
         "imagePullPolicy": opts.image_pull_policy or pull_policy(opts.image),
         "command": ["gmrun"],
         "args": run_tile_args(plan_url, tile, opts.worker),
         "env": worker_env(batch, tile, opts.endpoint_url),
         "resources": {
-            "requests": {"memory": res.memory, "cpu": res.cpu, "ephemeral-storage": opts.tmp_size},
+            "requests": {
+                "memory": res.memory,
+                "cpu": opts.cpu or res.cpu,
+                "ephemeral-storage": opts.tmp_size,
+            },
             "limits": {"memory": res.memory, "ephemeral-storage": opts.tmp_size},
         },
         "livenessProbe": liveness_probe(opts.heartbeat_timeout),
@@ -238,6 +260,8 @@ def build_job(
         container["envFrom"] = [{"secretRef": {"name": opts.s3_secret_name}}]
     spec: dict[str, Any] = {
         "backoffLimit": opts.backoff_limit,
+        # exit 2 (bad input, empty) fails the Job at once; disruptions do not count (≥ 1.26)
+        "podFailurePolicy": pod_failure_policy(CONTAINER),
         "activeDeadlineSeconds": job_deadline(opts),
         "ttlSecondsAfterFinished": opts.ttl_seconds_after_finished,
         "completions": 1,
@@ -262,7 +286,7 @@ def build_job(
     }
     if opts.kueue_queue:
         spec["suspend"] = True  # Kueue unsuspends the Job when the queue admits it
-    return {
+    job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
@@ -277,16 +301,33 @@ def build_job(
         },
         "spec": spec,
     }
+    # placement and the user's pod patch last: the same for render, submit and rerun
+    return apply_placement(job, opts.placement)
 
 
-def render(plan: Plan, batch: str, opts: JobOptions, out_dir: str | Path) -> list[Path]:
-    """Write one Job YAML per tile into ``out_dir`` plus a kustomization listing them."""
+def runnable_tiles(plan: Plan) -> tuple[list[TilePlan], list[TilePlan]]:
+    """The plan's tiles that get a Job, and those skipped (``TilePlan.skip``: 0 observations,
+    which would only exit 2, "empty", and waste a pod of the tile's memory)."""
+    run = [tp for tp in plan.tiles if not tp.skip]
+    return run, [tp for tp in plan.tiles if tp.skip]
+
+
+def render(
+    plan: Plan,
+    batch: str,
+    opts: JobOptions,
+    out_dir: str | Path,
+    server: tuple[int, int] | None = None,
+) -> list[Path]:
+    """Write one Job YAML per tile with work (:func:`runnable_tiles`) into ``out_dir`` plus a
+    kustomization listing them; for a ``server`` version older than some fields
+    (:func:`runner.fanout.k8s.policy.fit_to_server`), without those."""
     validate_batch_name(batch)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
-    for tp in plan.tiles:
-        manifest = build_job(tp, batch, plan.url, opts)
+    for tp in runnable_tiles(plan)[0]:
+        manifest = fit_to_server(build_job(tp, batch, plan.url, opts), server)
         p = out / f"{manifest['metadata']['name']}.yaml"
         p.write_text(yaml.safe_dump(manifest, sort_keys=False))
         paths.append(p)

@@ -7,7 +7,7 @@ slow); these views pick out, once and in one place, the few fields ``status``, `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 Manifest = dict[str, Any]
@@ -47,6 +47,8 @@ class JobView:
     failed: int
     memory_limit: str  #: the first container's memory limit ("" if none)
     image: str  #: the first container's image ("" if none)
+    started_at: str = ""  #: ``status.startTime`` (ISO 8601)
+    finished_at: str = ""  #: ``status.completionTime`` (complete Jobs), else the Failed condition's
 
     @classmethod
     def of(cls, job: Manifest) -> JobView:
@@ -67,12 +69,21 @@ class JobView:
             failed=_int(_at(job, "status", "failed")),
             memory_limit=str(_at(container, "resources", "limits", "memory") or ""),
             image=str(_at(container, "image") or ""),
+            started_at=str(_at(job, "status", "startTime") or ""),
+            finished_at=str(_at(job, "status", "completionTime") or _failed_at(job) or ""),
         )
 
     @property
     def finished(self) -> bool:
         """Complete or Failed: the Job no longer occupies the cluster."""
         return "Complete" in self.conditions or "Failed" in self.conditions
+
+
+def _failed_at(job: Manifest) -> str:
+    for c in _at(job, "status", "conditions") or []:
+        if isinstance(c, dict) and c.get("type") == "Failed" and c.get("status") == "True":
+            return str(c.get("lastTransitionTime") or "")
+    return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +93,8 @@ class Termination:
     exit_code: int | None
     reason: str
     message: str
+    started: str = ""  #: ``startedAt``
+    finished: str = ""  #: ``finishedAt``
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +107,13 @@ class PodView:
     reason: str  #: the pod's own status reason (``Evicted``, ``DeadlineExceeded``, …)
     message: str
     terminated: Termination | None  #: the first container's last termination, if any
+    node: str = ""  #: ``spec.nodeName``
+    started: str = ""  #: ``status.startTime``
+    #: condition type -> ``(status, reason, message)`` (``PodScheduled``, ``DisruptionTarget``…)
+    conditions: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    #: the first container's waiting state ``(reason, message)`` (``ImagePullBackOff``…)
+    waiting: tuple[str, str] | None = None
+    name: str = ""
 
     @classmethod
     def of(cls, pod: Manifest) -> PodView:
@@ -105,7 +125,11 @@ class PodView:
         if not owner:
             owner = str(_at(pod, "metadata", "labels", "controller-uid") or "")
         term = None
+        waiting = None
         for cs in _at(pod, "status", "containerStatuses") or []:
+            w = _at(cs, "state", "waiting")
+            if isinstance(w, dict) and waiting is None:
+                waiting = (str(w.get("reason") or ""), str(w.get("message") or ""))
             t = _at(cs, "state", "terminated") or _at(cs, "lastState", "terminated")
             if isinstance(t, dict):
                 code = t.get("exitCode")
@@ -113,8 +137,18 @@ class PodView:
                     code if isinstance(code, int) else None,
                     str(t.get("reason") or ""),
                     str(t.get("message") or ""),
+                    str(t.get("startedAt") or ""),
+                    str(t.get("finishedAt") or ""),
                 )
                 break
+        conds: dict[str, tuple[str, str, str]] = {}
+        for c in _at(pod, "status", "conditions") or []:
+            if isinstance(c, dict) and c.get("type"):
+                conds[str(c["type"])] = (
+                    str(c.get("status") or ""),
+                    str(c.get("reason") or ""),
+                    str(c.get("message") or ""),
+                )
         return cls(
             phase=str(_at(pod, "status", "phase") or ""),
             created=str(_at(pod, "metadata", "creationTimestamp") or ""),
@@ -122,4 +156,9 @@ class PodView:
             reason=str(_at(pod, "status", "reason") or ""),
             message=str(_at(pod, "status", "message") or ""),
             terminated=term,
+            node=str(_at(pod, "spec", "nodeName") or ""),
+            started=str(_at(pod, "status", "startTime") or ""),
+            conditions=conds,
+            waiting=waiting,
+            name=str(_at(pod, "metadata", "name") or ""),
         )
