@@ -36,13 +36,14 @@ from runner.worker.signing import HrefSigner, signer_for
 Item = dict[str, Any]
 
 
-def lazy_stack(items: list[Item], config: RunConfig, geobox: GeoBox) -> tuple[Any, tuple[str, ...]]:
-    """The masked observations as a lazy uint16 Dask array (y, x, band, time), and their dates."""
-    import dask.array as da
+def odc_stac_dataset(
+    items: list[Item], config: RunConfig, geobox: GeoBox, debug: bool = False
+) -> tuple[Any, int]:
+    """The tile's lazy ``odc.stac.load`` dataset (bands + mask band at ``geobox``, Dask chunks of
+    ``input.chunk`` px, grouped by ``input.groupby``) and that chunk size (px): the one call both
+    load paths plan with (``debug``: with odc-stac's debug record, for the gather)."""
     import odc.stac
     import pystac
-
-    from runner.worker.mask import clear_mask
 
     inp, mask = config.input, config.mask
     chunk = min(inp.chunk, max(geobox.shape))
@@ -54,7 +55,19 @@ def lazy_stack(items: list[Item], config: RunConfig, geobox: GeoBox) -> tuple[An
         groupby=inp.groupby,
         resampling={"*": inp.resampling, mask.band: "nearest"},
         fail_on_error=True,
+        debug=debug,
     )
+    return ds, chunk
+
+
+def lazy_stack(items: list[Item], config: RunConfig, geobox: GeoBox) -> tuple[Any, tuple[str, ...]]:
+    """The masked observations as a lazy uint16 Dask array (y, x, band, time), and their dates."""
+    import dask.array as da
+
+    from runner.worker.mask import clear_mask
+
+    inp, mask = config.input, config.mask
+    ds, _ = odc_stac_dataset(items, config, geobox)
     clear = clear_mask(ds[mask.band].data, mask)
     nodata = np.uint16(inp.nodata)
     layers = [da.where(clear, ds[b].data.astype(np.uint16), nodata) for b in config.bands]

@@ -56,23 +56,11 @@ class BandPlan:
 def plan_load(items: list[Item], config: RunConfig, geobox: GeoBox) -> Any:
     """odc-stac's plan of the load (``odc.stac.load(..., debug=True)``'s debug record, with
     ``ds``: the lazy dataset itself); :class:`GatherUnsupported` for what the gather cannot serve."""
-    import odc.stac
-    import pystac
+    from runner.worker.load import odc_stac_dataset  # here: runner.worker.load imports this module
 
-    inp, mask = config.input, config.mask
-    if inp.resampling != "nearest":
-        raise GatherUnsupported(f"input.resampling is {inp.resampling!r}, not 'nearest'")
-    chunk = min(inp.chunk, max(geobox.shape))
-    ds = odc.stac.load(
-        [pystac.Item.from_dict(it) for it in items],
-        bands=[*config.bands, mask.band],
-        geobox=geobox,
-        chunks={"x": chunk, "y": chunk, "time": inp.time_chunk},
-        groupby=inp.groupby,
-        resampling={"*": inp.resampling, mask.band: "nearest"},
-        fail_on_error=True,
-        debug=True,
-    )
+    if config.input.resampling != "nearest":
+        raise GatherUnsupported(f"input.resampling is {config.input.resampling!r}, not 'nearest'")
+    ds, chunk = odc_stac_dataset(items, config, geobox, debug=True)
     dbg = ds.encoding["debug"]
     dbg.ds, dbg.chunk = ds, chunk
     return dbg
