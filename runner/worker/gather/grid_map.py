@@ -66,17 +66,27 @@ class SourceGrid:
 class ChunkMap:
     """GDAL's choice of source pixel for one chunk's ROI (chunk pixel coordinates).
 
-    ``index[i, j]`` is the source pixel (``row * width + col``) of chunk pixel ``(roi[0].start +
-    i, roi[1].start + j)``, or -1 where the warper writes nothing. ``row_lo/row_hi/col_lo/col_hi``
+    ``rows[i, j]``, ``cols[i, j]`` are the source pixel of chunk pixel ``(roi[0].start + i,
+    roi[1].start + j)``, or -1 where the warper writes nothing (int16: a gather reads two small
+    integers instead of dividing a linear index; sources up to 32767 px a side, a Sentinel-2
+    granule is 10980). ``row_lo/row_hi/col_lo/col_hi``
     bound the source rows and columns each ROI row uses (inclusive; ``lo > hi`` for a row with
     none), so a band of rows knows the source window to decode without scanning the index."""
 
     roi: tuple[slice, slice]
-    index: NDArray[np.int32]
+    rows: NDArray[np.int16]
+    cols: NDArray[np.int16]
+    width: int  #: the source's width (px)
     row_lo: NDArray[np.int32]
     row_hi: NDArray[np.int32]
     col_lo: NDArray[np.int32]
     col_hi: NDArray[np.int32]
+
+    @property
+    def index(self) -> NDArray[np.int32]:
+        """The linear source pixel (``row * width + col``) per chunk pixel, -1 for none."""
+        r, c = self.rows.astype(np.int32), self.cols.astype(np.int32)
+        return np.where(r >= 0, r * self.width + c, -1).astype(np.int32)
 
     def window(self, i0: int, i1: int) -> tuple[int, int, int, int] | None:
         """Source (row0, row1, col0, col1), half-open, used by ROI rows ``[i0, i1)``; None if none."""
@@ -163,8 +173,8 @@ def chunk_map(grid: SourceGrid, chunk: GeoBox, *, pad: int = PAD) -> ChunkMap | 
     from odc.geo.roi import roi_is_empty
 
     h, w = grid.shape
-    if h * w >= 2**31:
-        raise GatherUnsupported(f"a source of {h} × {w} px has too many pixels for int32 indices")
+    if max(h, w) > np.iinfo(np.int16).max:
+        raise GatherUnsupported(f"a source of {h} × {w} px is too large for int16 pixel indices")
     rr = compute_reproject_roi(grid.geobox(), chunk, ttol=NEAREST_TTOL)
     roi_dst: tuple[slice, slice] = rr.roi_dst  # type: ignore[assignment]
     if roi_is_empty(roi_dst) or roi_is_empty(rr.roi_src):
@@ -190,9 +200,12 @@ def chunk_map(grid: SourceGrid, chunk: GeoBox, *, pad: int = PAD) -> ChunkMap | 
             if rows == slice(0, h) and cols == slice(0, w):
                 break
             pad *= 4
-    if not (index >= 0).any():
+    valid = index >= 0
+    if not valid.any():
         return None
-    return ChunkMap(roi_dst, index, *_bounds(index, w))
+    rows_ = np.where(valid, index // w, -1).astype(np.int16)
+    cols_ = np.where(valid, index % w, -1).astype(np.int16)
+    return ChunkMap(roi_dst, rows_, cols_, w, *_bounds(index, w))
 
 
 class GridMaps:

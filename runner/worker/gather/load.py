@@ -157,16 +157,15 @@ class GatherStack:
                 if dst_nodata is None or int(dst_nodata) != band.fill:
                     raise GatherUnsupported(f"{uri}: nodata {dst_nodata} is not the fill value")
                 has = src_nodata is not None and float(src_nodata).is_integer()
-                width = s.grid.shape[1]
                 for m, lo, hi, y0, x0 in parts:
-                    nxp = m.index.shape[1]
+                    nxp = m.rows.shape[1]
                     gather_fuse(
                         out[lo - a : hi - a, x0 : x0 + nxp],
-                        m.index[lo - y0 : hi - y0],
+                        m.rows[lo - y0 : hi - y0],
+                        m.cols[lo - y0 : hi - y0],
                         win,
                         r0,
                         c0,
-                        width,
                         int(src_nodata) if has else 0,  # type: ignore[arg-type]
                         has,
                         band.fill,
@@ -183,7 +182,7 @@ class GatherRows:
         st = self.stack
         nx, nt = st.shape[1], st.shape[3]
         per = BUFFER_BUDGET // max(1, st.threads * (self.r1 - self.r0) * nx * 2)
-        k = max(1, min(st.config.input.time_chunk, per))
+        k = max(1, min(nt, per))
         return [(t, min(nt, t + k)) for t in range(0, nt, k)]
 
     def n_tasks(self) -> int:
@@ -221,6 +220,8 @@ class GatherRows:
         first failure is raised (the tasks not yet started are cancelled)."""
         st = self.stack
         _, nx, nb, nt = st.shape
+        if not view.flags.c_contiguous:  # write_masked indexes it flat
+            raise ValueError("the gather stores into a C-contiguous (rows, x, band, time) view")
         ch = st.chunk
         st.maps.forget_rows(max(0, self.r0 - ch) // ch)
         clear = np.empty((nt, self.r1 - self.r0, nx), np.bool_)
