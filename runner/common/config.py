@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -83,6 +83,10 @@ class ProductConfig(_Frozen):
         return v
 
 
+#: a class value of the mask band (uint8 or uint16)
+SclClass = Annotated[int, Field(ge=0, le=65535)]
+
+
 class MaskConfig(_Frozen):
     """Sentinel-2 Scene Classification Layer (SCL) masking.
 
@@ -92,8 +96,8 @@ class MaskConfig(_Frozen):
     """
 
     band: str = "SCL"
-    nodata_classes: tuple[int, ...] = (0, 1)
-    cloud_classes: tuple[int, ...] = (3, 8, 9, 10)
+    nodata_classes: tuple[SclClass, ...] = (0, 1)
+    cloud_classes: tuple[SclClass, ...] = (3, 8, 9, 10)
     opening: int = Field(2, ge=0, le=50)
     dilation: int = Field(5, ge=0, le=100)
 

@@ -275,8 +275,9 @@ class TileLoader:
         )
 
     def _store(self, part: Any, view: NDArray[np.uint16], band: RowBand) -> Exception | None:
-        """``da.store`` one band's lazy pixels into its view of the buffer, with the threaded
-        scheduler; the exception it raised (to be matched to an asset), else None."""
+        """One band's lazy pixels into its view of the buffer, with Dask's threaded scheduler
+        (``da.store`` of odc-stac's stack, or the gather's graph); the exception it raised (to be
+        matched to an asset), else None."""
         import dask
         import dask.array as da
         from dask.callbacks import Callback
@@ -293,17 +294,11 @@ class TileLoader:
                 band.r1,
                 extra={"stage": "load", "band": band.index + 1, "row_bands": band.count},
             )
-        if isinstance(part, GatherRows):  # the gather path: its own thread pool
-            with StageProgress(self.log, "load", part.n_tasks(), self.heartbeat, "tasks") as prog:
-                try:
-                    part.store(view, prog.advance)
-                except Exception as e:
-                    return e
-                finally:
-                    stats.bytes_read += bytes_read_so_far() - rchar0
-            return None
-        # the tasks this band runs: its slice of the stack's graph, without the other bands' chunks
-        n_tasks = len(part.__dask_graph__().cull(set(flatten(part.__dask_keys__()))))
+        if isinstance(part, GatherRows):  # the gather path: its own graph, stored by its tasks
+            dsk, keys = part.graph(view)
+            n_tasks = len(dsk)
+        else:  # the tasks this band runs: its slice of the stack's graph, not other bands' chunks
+            n_tasks = len(part.__dask_graph__().cull(set(flatten(part.__dask_keys__()))))
         with StageProgress(self.log, "load", n_tasks, self.heartbeat, "tasks") as prog:
 
             class _Tick(Callback):
@@ -312,7 +307,10 @@ class TileLoader:
 
             try:
                 with dask.config.set(scheduler="threads", num_workers=self.threads), _Tick():
-                    da.store(part, view, lock=False)
+                    if isinstance(part, GatherRows):
+                        dask.threaded.get(dsk, keys, num_workers=self.threads)
+                    else:
+                        da.store(part, view, lock=False)
             except Exception as e:
                 return e
             finally:

@@ -1,13 +1,32 @@
-"""The gather's two numba kernels; both release the GIL (the load's threads run them side by side)."""
+"""The gather's numba kernels; all release the GIL (the load's threads run them side by side).
+
+:func:`gather_fuse` gathers one date of one band into a 2-D (rows, x) plane (the SCL, whose
+clear mask needs whole planes for its morphology). :func:`gather_write` gathers several dates of
+one band straight into the (y, x, band, time) sink: decoded source windows in, masked cube
+values out, one source-pixel lookup for every date of a granule grid, no plane of the tile's
+size in between.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.typed import List
 from numpy.typing import NDArray
 
-#: pixels of a row :func:`write_masked` writes at a time (its block of the sink stays in cache)
-WRITE_BLOCK = 64
+# columns of gather_write's ``parts`` table: one row per (source group, chunk map part)
+P_MAP = 0  #: index of the chunk map in ``rows``/``cols``
+P_Y0 = 1  #: band row of the map's first row (may be < 0: the map starts above the band)
+P_X0 = 2  #: tile column of the map's first column
+P_LO = 3  #: first band row the part writes
+P_HI = 4  #: one past its last band row
+P_R0 = 5  #: source row of the group's window's first row
+P_C0 = 6  #: source column of the window's first column
+P_GROUP = 7  #: index of the group's stacked windows in ``stacks`` (and its dates in ``dates``)
+P_HAS = 8  #: 1 if the sources have an integer nodata value (skipped, as GDAL skips it)
+P_NODATA = 9  #: that nodata value
+P_FIRST = 10  #: 1 if the group holds the first source of each of its dates (nothing to fuse)
+P_COLS = 11
 
 
 @njit(cache=True, nogil=True)
@@ -40,34 +59,75 @@ def gather_fuse(
             out[y, x] = v
 
 
-@njit(cache=True, nogil=True)
-def write_masked(
+@njit(cache=True, nogil=True, boundscheck=False)
+def gather_write(
     view: NDArray[np.uint16],
     band: int,
     t0: int,
-    temp: NDArray[np.uint16],
-    clear: NDArray[np.bool_],
+    nk: int,
+    clear: NDArray[np.uint8],
     nodata: int,
+    fill: int,
+    parts: NDArray[np.int64],
+    rows: List[NDArray[np.int16]],
+    cols: List[NDArray[np.int16]],
+    stacks: List[NDArray[np.uint16]],
+    dates: List[NDArray[np.int64]],
 ) -> None:
-    """``view[y, x, band, t0 + k] = temp[k, y, x]`` where ``clear[t0 + k, y, x]``, else ``nodata``:
-    one band's observations ``t0 …`` into the (y, x, band, time) sink, ``k`` contiguous values a pixel.
+    """``view[y, x, band, t0 + k]`` for ``k < nk``: each date's sources gathered and fused, then
+    masked by ``clear[y, x, t0 + k]`` (0: ``nodata``).
 
-    A blocked transpose: :data:`WRITE_BLOCK` pixels of a row at a time, date by date, so that
-    ``temp`` and ``clear`` are read in runs along x and the block's slots of the sink (a few
-    tens of KB) stay in cache until every date is written; pixel by pixel, the 2 × ``nk`` planes
-    read at once would miss the TLB on every value."""
-    nk, h, w = temp.shape
-    _, _, nb, nt = view.shape
-    # flat indices (C-contiguous arrays: the caller's sink rows, its own buffers): the
-    # 4-D/3-D index arithmetic and its wrap-around checks cost more than the copy
-    vf, tf, cf = view.reshape(-1), temp.reshape(-1), clear.reshape(-1)
-    plane, sx, nd = h * w, nb * nt, np.uint16(nodata)
+    The sources come in *groups*: sources of several dates sharing one grid, window and chunk
+    maps (the granules of one MGRS tile), decoded into one stack ``stacks[g]`` (n, rows, cols)
+    whose layer ``q`` is date ``dates[g][q]``. ``parts`` (columns ``P_*``) has a row per group
+    and chunk map; groups of a date's first sources (``P_FIRST``) come before those of its
+    second, and so on (odc-stac's fusing order). Row by row of the view, each part reaching the
+    row reads its map once per pixel and gathers that source pixel of every date of its group
+    into a (x, nk) row buffer — the first valid source of a day wins, pixel by pixel, as
+    odc-stac's default fuser (``fill`` until then); a source pixel equal to the nodata is
+    skipped, as GDAL skips it. The buffer is then masked and written ``nk`` contiguous values a
+    pixel: the sink's cache lines are written whole, not once a date. Pixels no source reaches
+    keep ``fill`` (odc-stac's fill value), masked like the rest."""
+    h, w, nb, nt = view.shape
+    vf = view.reshape(-1)
+    sx = nb * nt
+    nd, fl = np.uint16(nodata), np.uint16(fill)
+    buf = np.empty((w, nk), np.uint16)
+    n_parts = parts.shape[0]
     for y in range(h):
-        for xb in range(0, w, WRITE_BLOCK):
-            xe = min(w, xb + WRITE_BLOCK)
+        buf[:, :] = fl
+        for p in range(n_parts):
+            if y < parts[p, P_LO] or y >= parts[p, P_HI]:
+                continue
+            mi, x0, my = parts[p, P_MAP], parts[p, P_X0], y - parts[p, P_Y0]
+            mrow, mcol = rows[mi][my], cols[mi][my]
+            g = parts[p, P_GROUP]
+            st, ks = stacks[g], dates[g]
+            n, ww = ks.shape[0], st.shape[2]
+            plane, sf = st.shape[1] * ww, st.reshape(-1)
+            r0, c0 = parts[p, P_R0], parts[p, P_C0]
+            has, snd = parts[p, P_HAS] != 0, np.uint16(parts[p, P_NODATA])
+            first = parts[p, P_FIRST] != 0
+            for j in range(mrow.shape[0]):
+                r = np.int64(mrow[j])
+                if r < 0:
+                    continue
+                off = (r - r0) * ww + (np.int64(mcol[j]) - c0)
+                b = buf[x0 + j]
+                if first:  # each (pixel, date) still holds fill: no fusing to check
+                    for q in range(n):
+                        v = sf[q * plane + off]
+                        b[ks[q]] = fl if has and v == snd else v
+                else:
+                    for q in range(n):
+                        k = ks[q]
+                        if b[k] != fl:
+                            continue
+                        v = sf[q * plane + off]
+                        if not (has and v == snd):
+                            b[k] = v
+        base = y * w * sx + band * nt + t0
+        for x in range(w):
+            o, c, b = vf[base + x * sx : base + x * sx + nk], clear[y, x, t0 : t0 + nk], buf[x]
             for k in range(nk):
-                t = t0 + k
-                ti, ci = k * plane + y * w, t * plane + y * w
-                vo = y * w * sx + band * nt + t
-                for x in range(xb, xe):
-                    vf[vo + x * sx] = tf[ti + x] if cf[ci + x] else nd
+                o[k] = b[k] if c[k] else nd

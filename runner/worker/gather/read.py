@@ -38,6 +38,18 @@ class OpenSource:
         r0, r1, c0, c1 = window
         return np.asarray(self.rdr.read(self.bidx, window=Window(c0, r0, c1 - c0, r1 - r0)))
 
+    def read_into(self, window: tuple[int, int, int, int], out: NDArray[np.uint16]) -> None:
+        """:meth:`read` into ``out`` (the window's shape; uint16): decoded in place when the
+        source is uint16, else cast (uint8 → uint16 is exact)."""
+        from rasterio.windows import Window
+
+        r0, r1, c0, c1 = window
+        w = Window(c0, r0, c1 - c0, r1 - r0)
+        if self.rdr.dtypes[self.bidx - 1] == "uint16":
+            self.rdr.read(self.bidx, window=w, out=out)
+        else:
+            out[...] = self.rdr.read(self.bidx, window=w)
+
 
 def check_source(rdr: Any, bidx: int, uri: str) -> None:
     """Raise :class:`GatherUnsupported` for what odc-stac would read differently than a window
