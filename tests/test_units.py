@@ -297,3 +297,17 @@ def test_disk_morphology_equals_scipy(seed: int) -> None:
             np.testing.assert_array_equal(
                 cleanup(m, opening, dilation), want, err_msg=f"{shape} {opening} {dilation}"
             )
+
+
+def test_cpu_quantities_give_the_workers_threads() -> None:
+    """A Job's CPU request, rounded up, is its worker's threads (the downward API's divisor 1);
+    a quantity Kubernetes would refuse is a one-line error naming the key."""
+    from runner.planner.sizing import cpu_threads, load_bytes
+
+    assert [cpu_threads(c) for c in ("2", "1500m", "1.5", "250m", "16")] == [2, 2, 2, 1, 16]
+    with pytest.raises(UserInputError, match=r"kubernetes\.cpu: 'two' is not a CPU quantity"):
+        parse_config({"kubernetes": {"cpu": "two"}}, "gmrun.yaml")
+    # the load's memory grows with the threads once their runs of 8 dates outgrow 64 MiB; a small
+    # tile's is what all its dates' windows hold, whatever the budget
+    assert load_bytes(1024, 9600, 75, threads=8) > load_bytes(1024, 9600, 75, threads=2) > 2**28
+    assert load_bytes(64, 64, 10, threads=8) < 2**20

@@ -83,6 +83,8 @@ class ProductConfig(_Frozen):
         return v
 
 
+#: a Kubernetes CPU quantity a Job may request: whole or decimal cores, or millicores
+CPU_QUANTITY = r"[1-9][0-9]{0,3}(\.[0-9]{1,3})?|[1-9][0-9]{0,6}m"
 #: a class value of the mask band (uint8 or uint16)
 SclClass = Annotated[int, Field(ge=0, le=65535)]
 
@@ -284,7 +286,7 @@ class KubernetesConfig(_Frozen):
     backoff_limit: int = Field(2, ge=0)
     active_deadline_seconds: int = Field(6 * 3600, ge=60)
     ttl_seconds_after_finished: int = Field(7 * 24 * 3600, ge=0)
-    cpu: str = "2"
+    cpu: str = "2"  #: the Job's CPU request, and so its worker's threads
     s3_secret_name: str | None = None
     kueue_queue: str | None = None
     #: Seconds: each Job runs ``run-tile --max-processing-time N`` and its activeDeadlineSeconds
@@ -317,6 +319,13 @@ class KubernetesConfig(_Frozen):
     #: a patch of the pod template (``spec.template``), applied last: mappings merge, ``null``
     #: removes a key, lists of named objects (containers, env, volumes) merge by ``name``
     pod_patch: dict[str, Any] | None = None
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, v: str) -> str:
+        if not re.fullmatch(CPU_QUANTITY, v):
+            raise ValueError(f"{v!r} is not a CPU quantity such as 4, 1.5 or 3500m")
+        return v
 
 
 class MemoryConfig(_Frozen):

@@ -11,6 +11,7 @@ from typing import Any, TypeVar, cast
 
 import click
 
+from runner.common.config import CPU_QUANTITY
 from runner.common.errors import UserInputError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -217,9 +218,7 @@ def make_job_options(
 
     f = job_flags or {}
     cfg = plan.config.kubernetes
-    if f.get("cpu") and not re.fullmatch(
-        r"[1-9][0-9]{0,3}(\.[0-9]{1,3})?|[1-9][0-9]{0,6}m", f["cpu"]
-    ):
+    if f.get("cpu") and not re.fullmatch(CPU_QUANTITY, f["cpu"]):
         raise UserInputError(f"--cpu {f['cpu']!r}: use a CPU quantity such as 4, 1.5 or 3500m")
     placement = placement_from(
         cfg,
