@@ -229,6 +229,8 @@ def test_http_transient_5xx_and_slow_are_retried(
     assert tile_cogs(out) == tile_cogs(baseline.out), (
         "HTTP inputs must give the local-file run's outputs"
     )
+    metrics = json.loads(Path(out.metrics_url).read_text())
+    assert (metrics["loader"], metrics["loader_fallback"]) == ("gather", None), "no fallback"
 
 
 @pytest.mark.slow

@@ -166,3 +166,20 @@ def test_a_raster_in_strips_falls_back_while_reading(plan: Plan, tmp_path: Path)
         items, with_changes(plan.config, input={"loader": "odc-stac"}), geobox, tile_logger("r")
     )
     np.testing.assert_array_equal(cube.data, ref.data)
+
+
+@pytest.mark.parametrize("min_run", [1, 3, 8])
+def test_runs_of_dates_give_the_same_cube(
+    plan: Plan, min_run: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A band written a run of dates at a time (the windows' budget spent at once: runs of
+    ``min_run`` dates, the last one shorter) gives the cube of one run of every date."""
+    import runner.worker.gather.load as gather_load
+
+    tp = max(plan.tiles, key=lambda tp: zones(plan, tp))  # two grids: two groups a run
+    items, geobox = plan.items(tp.tile), plan.grid.geobox(tp.tile)
+    whole = gather_cube(items, plan.config, geobox)
+    monkeypatch.setattr(gather_load, "LOAD_WINDOWS_BYTES", 1)
+    monkeypatch.setattr(gather_load, "MIN_RUN_DATES", min_run)
+    runs = gather_cube(items, plan.config, geobox, rows=[(0, 170), (170, 360)])
+    assert runs.tobytes() == whole.tobytes()

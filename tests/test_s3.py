@@ -225,6 +225,8 @@ def test_s3_inputs_with_endpoint_url_match_local_files(
     for b in bands:
         np.testing.assert_array_equal(got[b], want[b], err_msg=b)
     assert _cog_bytes(out) == reference.cogs
+    metrics = json.loads(store.read_bytes(out.metrics_url))
+    assert (metrics["loader"], metrics["loader_fallback"]) == ("gather", None), "/vsis3/ gathered"
 
     # output.acl: every object written carries the canned ACL (moto records it)
     all_users = "http://acs.amazonaws.com/groups/global/AllUsers"

@@ -149,6 +149,8 @@ def test_worker_signs_blob_hrefs_at_read_time(
     assert tile_cogs(out) == want
     item = json.loads(Path(out.item_url).read_text())
     assert not TOKEN.search(json.dumps(item)), "the STAC item records plain hrefs"
+    metrics = json.loads(Path(out.metrics_url).read_text())
+    assert (metrics["loader"], metrics["loader_fallback"]) == ("gather", None), "signed, gathered"
 
     server.set_rules(sas_revoked=2)  # tokens 1-2 refused by the storage (1 is already out)
     proc = _run(signed, server, "--overwrite")

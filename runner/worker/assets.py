@@ -30,8 +30,9 @@ def item_of(items: list[Item], href: str) -> Item | None:
 
 def asset_in_error(exc: BaseException, known: list[str]) -> str | None:
     """The input asset an exception is about, found in its message (or its causes'), else in
-    the frames it went through: GDAL's HTTP errors (``HTTP response code: 404``) name no file,
-    but odc-loader's reader holds the source (``src.uri``) it was reading."""
+    the frames it went through, innermost first: GDAL's HTTP errors (``HTTP response code: 404``)
+    name no file, but the reader's frame holds the source it was reading (odc-loader's
+    ``src.uri``, the gather's ``uri``); an outer frame may still hold a source read before it."""
     e: BaseException | None = exc
     while e is not None:
         text = str(e)
@@ -42,13 +43,16 @@ def asset_in_error(exc: BaseException, known: list[str]) -> str | None:
     wanted = set(known)
     e = exc
     while e is not None:
+        frames = []
         tb = e.__traceback__
         while tb is not None:
-            for v in tb.tb_frame.f_locals.values():
+            frames.append(tb.tb_frame)
+            tb = tb.tb_next
+        for frame in reversed(frames):  # innermost first: the frame that was reading
+            for v in frame.f_locals.values():
                 uri = v if isinstance(v, str) else getattr(v, "uri", None)
                 if isinstance(uri, str) and uri in wanted:
                     return uri
-            tb = tb.tb_next
         e = e.__cause__ or e.__context__
     return None
 

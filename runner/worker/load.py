@@ -21,6 +21,7 @@ from odc.geo.geobox import GeoBox
 
 from runner.common.config import RunConfig
 from runner.common.errors import EmptyTileError, InputAssetError, ProcessingError
+from runner.common.heap import give_back_freed
 from runner.common.logs import TileLog
 from runner.common.progress import Heartbeat, StageProgress
 from runner.common.threads import pool_threads
@@ -206,6 +207,7 @@ class TileLoader:
                 failure = self._store(stack[r0:r1], buf[: r1 - r0], band)
                 if failure is not None:
                     break
+                give_back_freed()  # what the band's load freed, before the reduce allocates
                 yield Cube(buf[: r1 - r0], tuple(config.bands), times, geobox), band
                 self.heartbeat.beat(force=True)
             if failure is None:

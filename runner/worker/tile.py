@@ -206,6 +206,8 @@ def run_tile(
         "row_bands": stats.row_bands,
         "band_rows": stats.band_rows,
         "load_restarts": stats.restarts,
+        "loader": loader.loader.used,  # gather or odc-stac (input.loader, docs/performance.md)
+        "loader_fallback": loader.loader.reason,  # why the gather fell back to odc-stac, if it did
         "peak_rss_bytes": peak_rss_bytes(),
         "observations": len(stats.times),
         "items": len(items),

@@ -11,22 +11,26 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
-from numba.typed import List
 from numpy.typing import NDArray
 
 # columns of gather_write's ``parts`` table: one row per (source group, chunk map part)
-P_MAP = 0  #: index of the chunk map in ``rows``/``cols``
-P_Y0 = 1  #: band row of the map's first row (may be < 0: the map starts above the band)
-P_X0 = 2  #: tile column of the map's first column
-P_LO = 3  #: first band row the part writes
-P_HI = 4  #: one past its last band row
-P_R0 = 5  #: source row of the group's window's first row
-P_C0 = 6  #: source column of the window's first column
-P_GROUP = 7  #: index of the group's stacked windows in ``stacks`` (and its dates in ``dates``)
-P_HAS = 8  #: 1 if the sources have an integer nodata value (skipped, as GDAL skips it)
-P_NODATA = 9  #: that nodata value
-P_FIRST = 10  #: 1 if the group holds the first source of each of its dates (nothing to fuse)
-P_COLS = 11
+P_MAP = 0  #: offset of the chunk map's first pixel in ``map_rows``/``map_cols``
+P_MAP_W = 1  #: the map's width (px): its rows are that many values each
+P_Y0 = 2  #: band row of the map's first row (may be < 0: the map starts above the band)
+P_X0 = 3  #: tile column of the map's first column
+P_LO = 4  #: first band row the part writes
+P_HI = 5  #: one past its last band row
+P_R0 = 6  #: source row of the group's window's first row
+P_C0 = 7  #: source column of the window's first column
+P_STACK = 8  #: offset of the group's decoded windows in ``stacks`` ((n, h, w), C order)
+P_N = 9  #: sources (dates) in the group
+P_H = 10  #: window height (px)
+P_W = 11  #: window width (px)
+P_DATES = 12  #: offset of the group's dates (within the task) in ``dates``
+P_HAS = 13  #: 1 if the sources have an integer nodata value (skipped, as GDAL skips it)
+P_NODATA = 14  #: that nodata value
+P_FIRST = 15  #: 1 if the group holds the first source of each of its dates (nothing to fuse)
+P_COLS = 16
 
 
 @njit(cache=True, nogil=True)
@@ -69,25 +73,28 @@ def gather_write(
     nodata: int,
     fill: int,
     parts: NDArray[np.int64],
-    rows: List[NDArray[np.int16]],
-    cols: List[NDArray[np.int16]],
-    stacks: List[NDArray[np.uint16]],
-    dates: List[NDArray[np.int64]],
+    map_rows: NDArray[np.int16],
+    map_cols: NDArray[np.int16],
+    stacks: NDArray[np.uint16],
+    dates: NDArray[np.int64],
 ) -> None:
     """``view[y, x, band, t0 + k]`` for ``k < nk``: each date's sources gathered and fused, then
-    masked by ``clear[y, x, t0 + k]`` (0: ``nodata``).
+    masked by the clear mask (``clear[t, y]``: date ``t``'s row ``y``, a bit a pixel, as
+    ``np.packbits(..., bitorder="little")`` packs it; 0: ``nodata``).
 
     The sources come in *groups*: sources of several dates sharing one grid, window and chunk
-    maps (the granules of one MGRS tile), decoded into one stack ``stacks[g]`` (n, rows, cols)
-    whose layer ``q`` is date ``dates[g][q]``. ``parts`` (columns ``P_*``) has a row per group
-    and chunk map; groups of a date's first sources (``P_FIRST``) come before those of its
-    second, and so on (odc-stac's fusing order). Row by row of the view, each part reaching the
-    row reads its map once per pixel and gathers that source pixel of every date of its group
-    into a (x, nk) row buffer — the first valid source of a day wins, pixel by pixel, as
-    odc-stac's default fuser (``fill`` until then); a source pixel equal to the nodata is
-    skipped, as GDAL skips it. The buffer is then masked and written ``nk`` contiguous values a
-    pixel: the sink's cache lines are written whole, not once a date. Pixels no source reaches
-    keep ``fill`` (odc-stac's fill value), masked like the rest."""
+    maps (the granules of one MGRS tile), decoded into one stack (n, h, w) at an offset of the
+    flat ``stacks``, whose layer ``q`` is date ``dates[P_DATES + q]``; the chunk maps (source row
+    and column per tile pixel, -1 none) lie flat in ``map_rows``/``map_cols``. ``parts``
+    (columns ``P_*``) has a row per group and chunk map; groups of a date's first sources
+    (``P_FIRST``) come before those of its second, and so on (odc-stac's fusing order). Row by
+    row of the view, each part reaching the row reads its map once per pixel and gathers that
+    source pixel of every date of its group into a (x, nk) row buffer: the first valid source of
+    a day wins, pixel by pixel, as odc-stac's default fuser (``fill`` until then); a source
+    pixel equal to the nodata is skipped, as GDAL skips it. The buffer is then masked and
+    written ``nk`` contiguous values a pixel: the sink's cache lines are written whole, not once
+    a date. Pixels no source reaches keep ``fill`` (odc-stac's fill value), masked like the
+    rest. Plain arrays only (no typed lists): the compiled kernel is cached on disk."""
     h, w, nb, nt = view.shape
     vf = view.reshape(-1)
     sx = nb * nt
@@ -99,16 +106,17 @@ def gather_write(
         for p in range(n_parts):
             if y < parts[p, P_LO] or y >= parts[p, P_HI]:
                 continue
-            mi, x0, my = parts[p, P_MAP], parts[p, P_X0], y - parts[p, P_Y0]
-            mrow, mcol = rows[mi][my], cols[mi][my]
-            g = parts[p, P_GROUP]
-            st, ks = stacks[g], dates[g]
-            n, ww = ks.shape[0], st.shape[2]
-            plane, sf = st.shape[1] * ww, st.reshape(-1)
+            mw, x0 = parts[p, P_MAP_W], parts[p, P_X0]
+            mo = parts[p, P_MAP] + (y - parts[p, P_Y0]) * mw
+            mrow, mcol = map_rows[mo : mo + mw], map_cols[mo : mo + mw]
+            n, ww = parts[p, P_N], parts[p, P_W]
+            plane = parts[p, P_H] * ww
+            sf = stacks[parts[p, P_STACK] : parts[p, P_STACK] + n * plane]
+            ks = dates[parts[p, P_DATES] : parts[p, P_DATES] + n]
             r0, c0 = parts[p, P_R0], parts[p, P_C0]
             has, snd = parts[p, P_HAS] != 0, np.uint16(parts[p, P_NODATA])
             first = parts[p, P_FIRST] != 0
-            for j in range(mrow.shape[0]):
+            for j in range(mw):
                 r = np.int64(mrow[j])
                 if r < 0:
                     continue
@@ -127,7 +135,8 @@ def gather_write(
                         if not (has and v == snd):
                             b[k] = v
         base = y * w * sx + band * nt + t0
+        cy = clear[t0 : t0 + nk, y]
         for x in range(w):
-            o, c, b = vf[base + x * sx : base + x * sx + nk], clear[y, x, t0 : t0 + nk], buf[x]
+            o, b, xb, bit = vf[base + x * sx : base + x * sx + nk], buf[x], x >> 3, x & 7
             for k in range(nk):
-                o[k] = b[k] if c[k] else nd
+                o[k] = b[k] if (cy[k, xb] >> bit) & 1 else nd

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,13 +35,13 @@ from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
 
 from runner.common.config import RunConfig
+from runner.common.heap import give_back_freed
+from runner.planner.sizing import LOAD_WINDOWS_BYTES, MIN_RUN_DATES
 from runner.worker.gather.grid_map import ChunkMap, GatherUnsupported, GridMaps
 from runner.worker.gather.kernels import P_COLS, gather_fuse, gather_write
 from runner.worker.gather.sources import BandPlan, RowParts, Source, open_sources
 
 Item = dict[str, Any]
-#: bytes of decoded source windows in flight, all threads together, at most (about)
-BUFFER_BUDGET = 256 * 2**20
 
 
 def plan_load(items: list[Item], config: RunConfig, geobox: GeoBox) -> Any:
@@ -146,26 +147,16 @@ class GatherStack:
                     )
 
 
-def _typed_list(arrays: list[NDArray[Any]], dtype: type[np.generic], ndim: int) -> Any:
-    """A numba typed list of C-contiguous ``ndim``-D arrays of ``dtype`` (empty lists typed too)."""
-    from numba import types
-    from numba.np.numpy_support import from_dtype
-    from numba.typed import List
-
-    out = List.empty_list(types.Array(from_dtype(np.dtype(dtype)), ndim, "C"))
-    for a in arrays:
-        out.append(np.ascontiguousarray(a, dtype=dtype))
-    return out
-
-
 class GatherRows:
     """Rows ``[r0, r1)`` of a :class:`GatherStack`: a Dask graph whose tasks load them into the
     sink's view (rows, x, band, time), run by the worker's single-process threaded scheduler.
 
     Tasks: one per date (the SCL gathered with the mask's halo → the clear mask), one per band
-    and date group (its sources decoded, gathered, masked and written into the view; it depends
-    on its dates' masks). A group holds at most :data:`BUFFER_BUDGET` / threads of decoded
-    windows; the more dates a group has, the more contiguous values a pixel each write has."""
+    (after every mask: its sources decoded, gathered, masked and written into the view, a run
+    of dates at a time). A run holds a thread's share of
+    :data:`~runner.planner.sizing.LOAD_WINDOWS_BYTES` of decoded windows, but never fewer than
+    :data:`~runner.planner.sizing.MIN_RUN_DATES` dates (or all): the memory model is
+    :func:`runner.planner.sizing.load_bytes`."""
 
     def __init__(self, stack: GatherStack, r0: int, r1: int) -> None:
         from runner.worker.mask import halo
@@ -174,18 +165,13 @@ class GatherRows:
         mask, ny = stack.config.mask, stack.shape[0]
         h = halo(mask) if (mask.opening > 0 or mask.dilation > 0) else 0
         self.parts = stack.row_parts(r0, r1)  #: the bands' parts
+        self._flat: dict[tuple[int, ...], FlatMaps] = {}  #: chunk maps laid flat, per set
         self.mask_parts = stack.row_parts(max(0, r0 - h), min(ny, r1 + h))  #: the SCL's (halo)
-
-    def _groups(self) -> list[tuple[int, int]]:
-        st = self.stack
-        nx, nt = st.shape[1], st.shape[3]
-        per = BUFFER_BUDGET // max(1, st.threads * (self.r1 - self.r0) * nx * 2)
-        k = max(1, min(nt, per))
-        return [(t, min(nt, t + k)) for t in range(0, nt, k)]
 
     def _clear(self, t: int, clear: NDArray[np.uint8]) -> None:
         """The clear mask of date ``t`` over the rows (SCL gathered with the mask's halo) into
-        ``clear[:, :, t]`` ((rows, x, date): a pixel's dates side by side, as the sink's)."""
+        ``clear[t]`` (rows, x / 8): a bit a pixel (``np.packbits``, little bit order), so the
+        mask of a band is an eighth of a byte a pixel and date."""
         from runner.worker.mask import cleanup
 
         st, mask, mp = self.stack, self.stack.config.mask, self.mask_parts
@@ -197,58 +183,73 @@ class GatherRows:
         if (mask.opening or mask.dilation) and cloud.any():  # nothing opened or dilated is nothing
             cloud = cleanup(cloud[None], mask.opening, mask.dilation)[0]
         bad = (classes & 2) != 0
-        clear[:, :, t] = ~(bad | cloud)[self.r0 - a : self.r1 - a]
+        clear[t] = np.packbits(~(bad | cloud)[self.r0 - a : self.r1 - a], axis=1, bitorder="little")
 
-    def _band(
-        self, bi: int, t0: int, t1: int, clear: NDArray[np.uint8], view: NDArray[np.uint16]
-    ) -> None:
-        """Band ``bi``, dates ``[t0, t1)``: decoded (the sources of one granule grid into one
-        stack), gathered, masked and written into ``view``."""
-        st, a = self.stack, self.r0
-        band = st.bands[bi]
+    def _band(self, bi: int, clear: NDArray[np.uint8], view: NDArray[np.uint16]) -> None:
+        """Band ``bi``: every date's sources opened, then decoded a run of dates at a time (a
+        thread's share of the windows' budget, and at least ``MIN_RUN_DATES``; the sources of
+        one granule grid into one stack), gathered, masked and written into ``view``."""
+        st = self.stack
+        band, nt = st.bands[bi], st.shape[3]
+        share = LOAD_WINDOWS_BYTES // st.threads
         with ExitStack() as opened:
-            groups = self._grouped(band, t0, t1, opened)
-            # decoded in a frame of their own: no other source is named where one fails
-            stacks = [_decode(members) for members in groups]
-        maps: dict[int, int] = {}
-        map_list: list[ChunkMap] = []
-        rows: list[list[int]] = []
-        for g, members in enumerate(groups):
-            lead, first = members[0][1], members[0][2] == 0
-            for p in lead.parts:
-                mi = maps.setdefault(id(p.map), len(map_list))
-                if mi == len(map_list):
-                    map_list.append(p.map)
-                r0, c0 = lead.window[0], lead.window[2]
-                rows.append([mi, p.y0 - a, p.x0, p.lo - a, p.hi - a, r0, c0, g])
-                rows[-1] += [int(lead.has_nodata), lead.nodata, int(first)]
+            per_date = [st.sources(band, t, self.parts, opened) for t in range(nt)]
+            sizes = [sum(2 * s.shape[0] * s.shape[1] for s in srcs) for srcs in per_date]
+            t0 = 0
+            while t0 < nt:
+                t1 = t0 + 1
+                while t1 < nt and (t1 - t0 < MIN_RUN_DATES or sum(sizes[t0 : t1 + 1]) <= share):
+                    t1 += 1
+                self._write_dates(bi, t0, per_date[t0:t1], clear, view)
+                t0 = t1
+        give_back_freed()  # the band's windows, freed: not kept by an arena (runner.common.heap)
+
+    def _write_dates(
+        self,
+        bi: int,
+        t0: int,
+        per_date: list[list[Source]],
+        clear: NDArray[np.uint8],
+        view: NDArray[np.uint16],
+    ) -> None:
+        """Dates ``t0 …`` of band ``bi`` (their open sources, each date's in fusing order):
+        grouped by fusing layer and :attr:`Source.geometry`, decoded into one flat buffer, and
+        written by :func:`.kernels.gather_write`."""
+        st, a = self.stack, self.r0
+        keyed: dict[tuple[Any, ...], list[tuple[int, Source, int]]] = {}
+        for k, srcs in enumerate(per_date):
+            for layer, src in enumerate(srcs):
+                keyed.setdefault((layer, *src.geometry), []).append((k, src, layer))
+        groups = [
+            keyed[key] for key in sorted(keyed, key=lambda g: int(g[0]))
+        ]  # first layers first
+        sizes = [len(m) * m[0][1].shape[0] * m[0][1].shape[1] for m in groups]
+        stacks = np.empty(sum(sizes), np.uint16)
+        for members, start in zip(groups, np.cumsum([0, *sizes[:-1]]), strict=True):
+            _decode(members, stacks, int(start))  # a frame of its own: the failing source in it
+        maps = self._maps({id(p.map): p.map for m in groups for p in m[0][1].parts})
         gather_write(
             view,
             bi,
             t0,
-            t1 - t0,
+            len(per_date),
             clear,
             int(st.config.input.nodata),
-            band.fill,
-            np.asarray(rows, np.int64).reshape(-1, P_COLS),
-            _typed_list([m.rows for m in map_list], np.int16, 2),
-            _typed_list([m.cols for m in map_list], np.int16, 2),
-            _typed_list(stacks, np.uint16, 3),
-            _typed_list([np.asarray([k for k, _, _ in m], np.int64) for m in groups], np.int64, 1),
+            st.bands[bi].fill,
+            _parts_table(groups, sizes, maps, a),
+            maps.rows,
+            maps.cols,
+            stacks,
+            np.asarray([k for m in groups for k, _, _ in m], np.int64),
         )
 
-    def _grouped(
-        self, band: BandPlan, t0: int, t1: int, opened: ExitStack
-    ) -> list[list[tuple[int, Source, int]]]:
-        """The sources of dates ``[t0, t1)`` opened and grouped by fusing layer (a date's first
-        source, its second, ...) and :attr:`Source.geometry`, first layers first: each group a
-        list of (date in the task, source, layer)."""
-        groups: dict[tuple[Any, ...], list[tuple[int, Source, int]]] = {}
-        for k in range(t1 - t0):
-            srcs = self.stack.sources(band, t0 + k, self.parts, opened)
-            for layer, src in enumerate(srcs):
-                groups.setdefault((layer, *src.geometry), []).append((k, src, layer))
-        return [groups[key] for key in sorted(groups, key=lambda g: int(g[0]))]
+    def _maps(self, maps: dict[int, ChunkMap]) -> FlatMaps:
+        """The chunk maps ``maps`` (by id) laid end to end, once per set for the row band."""
+        key = tuple(sorted(maps))
+        flat = self._flat.get(key)
+        if flat is None:
+            flat = self._flat.setdefault(key, FlatMaps.of([maps[i] for i in key]))
+        return flat
 
     def graph(self, view: NDArray[np.uint16]) -> tuple[dict[Any, Any], list[Any]]:
         """The Dask graph that loads the rows into ``view`` (C-contiguous (rows, x, band, time)),
@@ -259,16 +260,13 @@ class GatherRows:
             raise ValueError("the gather stores into a C-contiguous (rows, x, band, time) view")
         ch = st.chunk
         st.maps.forget_rows(max(0, self.r0 - ch) // ch)
-        clear = np.empty((self.r1 - self.r0, nx, nt), np.uint8)
+        clear = np.empty((nt, self.r1 - self.r0, -(-nx // 8)), np.uint8)  # bits: see _clear
         name = f"gather-{id(self):x}-{self.r0}"
         dsk: dict[Any, Any] = {(f"{name}-clear", t): (self._clear, t, clear) for t in range(nt)}
-        keys = []
-        for g, (t0, t1) in enumerate(self._groups()):
-            deps = [(f"{name}-clear", t) for t in range(t0, t1)]
-            for bi in range(nb):
-                key = (f"{name}-band", bi, g)
-                dsk[key] = (_after, self._band, (bi, t0, t1, clear, view), deps)
-                keys.append(key)
+        deps = list(dsk)
+        keys = [(f"{name}-band", bi) for bi in range(nb)]
+        for key, bi in zip(keys, range(nb), strict=True):
+            dsk[key] = (_after, self._band, (bi, clear, view), deps)
         return dsk, keys
 
     def store(self, view: NDArray[np.uint16], on_task: Callable[[], None] | None = None) -> None:
@@ -288,12 +286,47 @@ class GatherRows:
             dask.threaded.get(dsk, keys, num_workers=self.stack.threads)
 
 
-def _decode(members: list[tuple[int, Source, int]]) -> NDArray[np.uint16]:
-    """The group's windows decoded into one (sources, rows, cols) uint16 stack."""
-    out = np.empty((len(members), *members[0][1].shape), np.uint16)
+def _parts_table(
+    groups: list[list[tuple[int, Source, int]]], sizes: list[int], maps: FlatMaps, a: int
+) -> NDArray[np.int64]:
+    """:func:`.kernels.gather_write`'s ``parts`` table (columns ``P_*``): a row per group and
+    chunk map part, in the groups' order; ``a`` is the row band's first tile row."""
+    rows: list[list[int]] = []
+    start = n_dates = 0
+    for members, size in zip(groups, sizes, strict=True):
+        lead, first = members[0][1], members[0][2] == 0
+        r0, c0 = lead.window[0], lead.window[2]
+        for p in lead.parts:
+            rows.append([maps.offsets[id(p.map)], p.map.rows.shape[1], p.y0 - a, p.x0])
+            rows[-1] += [p.lo - a, p.hi - a, r0, c0, start, len(members), *lead.shape, n_dates]
+            rows[-1] += [int(lead.has_nodata), lead.nodata, int(first)]
+        start, n_dates = start + size, n_dates + len(members)
+    return np.asarray(rows, np.int64).reshape(-1, P_COLS)
+
+
+def _decode(members: list[tuple[int, Source, int]], out: NDArray[np.uint16], start: int) -> None:
+    """The group's windows decoded into ``out[start:]`` as one C-order (sources, h, w) stack."""
+    h, w = members[0][1].shape
     for q, (_, src, _) in enumerate(members):
-        src.decode_into(out[q])
-    return out
+        src.decode_into(out[start + q * h * w : start + (q + 1) * h * w].reshape(h, w))
+
+
+@dataclass(frozen=True, slots=True)
+class FlatMaps:
+    """Chunk maps laid end to end (C order) in two flat int16 arrays, for
+    :func:`.kernels.gather_write`; ``offsets`` by ``id`` of each :class:`ChunkMap`."""
+
+    rows: NDArray[np.int16]
+    cols: NDArray[np.int16]
+    offsets: dict[int, int]
+
+    @classmethod
+    def of(cls, maps: list[ChunkMap]) -> FlatMaps:
+        sizes = [m.rows.size for m in maps]
+        offsets = {id(m): int(o) for m, o in zip(maps, np.cumsum([0, *sizes[:-1]]), strict=True)}
+        rows = np.concatenate([m.rows.ravel() for m in maps]) if maps else np.empty(0, np.int16)
+        cols = np.concatenate([m.cols.ravel() for m in maps]) if maps else np.empty(0, np.int16)
+        return cls(rows, cols, offsets)
 
 
 def _after(fn: Callable[..., None], args: tuple[Any, ...], _deps: list[Any]) -> None:
