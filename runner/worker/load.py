@@ -27,7 +27,7 @@ from runner.common.progress import Heartbeat, StageProgress
 from runner.common.threads import pool_threads
 from runner.planner.sizing import RowBandsChoice, aligned_budget, band_rows
 from runner.worker.assets import asset_in_error, hrefs, item_of, probe_asset
-from runner.worker.cube import Cube, RowBand
+from runner.worker.cube import Cube, RowBand, Sink
 from runner.worker.gather.dispatch import LoaderChoice
 from runner.worker.gather.load import GatherRows
 from runner.worker.gdal import gdal_environment
@@ -77,6 +77,25 @@ def lazy_stack(items: list[Item], config: RunConfig, geobox: GeoBox) -> tuple[An
     return stack, times
 
 
+def row_band_rows(
+    choice: RowBandsChoice, ny: int, nx: int, nb: int, nt: int, chunk: int
+) -> list[tuple[int, int]]:
+    """The row bands ``[(r0, r1), ...]`` a ``choice`` gives a (ny, nx, nb, nt) tile."""
+    n = choice if isinstance(choice, int) else choice(ny, nx, nb, nt)
+    return band_rows(ny, max(1, n), chunk)
+
+
+def sink_bytes(config: RunConfig, geobox: GeoBox, choice: RowBandsChoice, n_obs: int) -> int:
+    """Bytes of the load's buffer for ``n_obs`` observations (the plan's estimate): the largest
+    row band's uint16 cube; 0 without observations."""
+    ny, nx = geobox.shape.yx
+    nb = len(config.bands)
+    if n_obs < 1:
+        return 0
+    rows = row_band_rows(choice, ny, nx, nb, n_obs, min(config.input.chunk, max(ny, nx)))
+    return max(r1 - r0 for r0, r1 in rows) * nx * nb * n_obs * 2
+
+
 @dataclass
 class LoadStats:
     """What loading a tile took, accumulated over its bands (and over restarts, if any)."""
@@ -123,6 +142,7 @@ class TileLoader:
         heartbeat: Heartbeat | None = None,
         skip_bad_inputs: bool = False,
         signer: HrefSigner | None = None,
+        sink: Sink | None = None,
     ) -> None:
         self.items = list(items)  #: the items still loaded (without the skipped ones)
         self.config, self.geobox, self.log = config, geobox, log
@@ -136,6 +156,7 @@ class TileLoader:
         self.threads = pool_threads(config.input.threads)
         #: the load path (``input.loader``): the gather, or odc-stac (runner.worker.gather)
         self.loader = LoaderChoice(config, log)
+        self.sink = sink or Sink()  #: the one buffer (prefaulted early by the caller, if at all)
 
     def bands(self) -> Iterator[tuple[Cube, RowBand]]:
         """The tile's row bands, loaded, top to bottom (again from the top after a restart)."""
@@ -165,15 +186,10 @@ class TileLoader:
             ny, nx, nb, nt = stack.shape
             if nt == 0:
                 raise EmptyTileError("no observations were loaded")
-            n = (
-                self.row_bands
-                if isinstance(self.row_bands, int)
-                else self.row_bands(ny, nx, nb, nt)
-            )
             chunk = stack.chunks[0][0]
-            rows = band_rows(ny, max(1, n), chunk)
+            rows = self.band_rows(ny, nx, nb, nt, chunk)
             height = max(r1 - r0 for r0, r1 in rows)
-            buf = np.empty((height, nx, nb, nt), dtype=np.uint16)
+            buf = self.sink.take((height, nx, nb, nt))
             stats.row_bands, stats.band_rows, stats.cube_bytes = len(rows), height, int(buf.nbytes)
             stats.tile_cube_bytes = ny * nx * nb * nt * 2
             stats.cube_shape, stats.times = (ny, nx, nb, nt), times
@@ -217,6 +233,10 @@ class TileLoader:
             # the failure's traceback holds a view of the buffer: free both before a restart
             del buf, failure
             stats.restarts += 1
+
+    def band_rows(self, ny: int, nx: int, nb: int, nt: int, chunk: int) -> list[tuple[int, int]]:
+        """The row bands ``[(r0, r1), ...]`` of a (ny, nx, nb, nt) tile with chunks of ``chunk``."""
+        return row_band_rows(self.row_bands, ny, nx, nb, nt, chunk)
 
     def _recover(self, failure: Exception, known: list[str], transient: set[str]) -> None:
         """After a failed band: return to load again (a transient fault, or the asset's item

@@ -32,10 +32,10 @@ from runner.planner.sizing import choose_row_bands
 from runner.reducers import Reducer, RowBandResult, reducer_for
 from runner.worker.asset_checks import check_tile_inputs
 from runner.worker.assets import usable_items
-from runner.worker.cube import Cube, RowBand
+from runner.worker.cube import Cube, RowBand, Sink
 from runner.worker.deadline import Deadline
 from runner.worker.item import ThumbnailTap, item_document, write_thumbnail
-from runner.worker.load import TileLoader
+from runner.worker.load import TileLoader, sink_bytes
 from runner.worker.metrics import peak_rss_bytes, timed
 from runner.worker.outputs import TileOutputs, WrittenFile, preflight, write_file, write_layers
 from runner.worker.signing import signer_for
@@ -123,6 +123,9 @@ def run_tile(
     deadline.stage = "preflight"
     preflight(out, geobox.shape.yx)  # before any pixel: an unwritable output fails now
     # each asset's header against its item (CRS, shape, transform, dtype): before any pixel too
+    sink = Sink()  # the cube's memory taken, its pages faulted in, while the inputs are checked
+    if nbytes := sink_bytes(config, geobox, bands_choice, tp.n_obs):
+        sink.prefault(nbytes)
     deadline.stage = "check"
     signer = signer_for(config.input.signing, config.input.sas_token_url)
     with timed(timings, "check"):
@@ -157,7 +160,9 @@ def run_tile(
         heartbeat=heartbeat,
         skip_bad_inputs=skip_bad_inputs,
         signer=signer,
+        sink=sink,
     )
+    del sink  # the loader's now: freed with it
     result = RowBandResult(ny)
     reduce_seconds = 0.0
     deadline.stage = "load"
