@@ -100,6 +100,8 @@ def gather_write(
     sx = nb * nt
     nd, fl = np.uint16(nodata), np.uint16(fill)
     buf = np.empty((w, nk), np.uint16)
+    offs = np.empty(w, np.int64)  # a row's source offsets, per part
+    xs = np.empty(w, np.int64)  # and their columns
     n_parts = parts.shape[0]
     for y in range(h):
         buf[:, :] = fl
@@ -116,24 +118,27 @@ def gather_write(
             r0, c0 = parts[p, P_R0], parts[p, P_C0]
             has, snd = parts[p, P_HAS] != 0, np.uint16(parts[p, P_NODATA])
             first = parts[p, P_FIRST] != 0
+            # the row's source offsets once, then one date at a time: one stream of reads
+            nv = 0
             for j in range(mw):
                 r = np.int64(mrow[j])
-                if r < 0:
-                    continue
-                off = (r - r0) * ww + (np.int64(mcol[j]) - c0)
-                b = buf[x0 + j]
-                if first:  # each (pixel, date) still holds fill: no fusing to check
-                    for q in range(n):
-                        v = sf[q * plane + off]
-                        b[ks[q]] = fl if has and v == snd else v
+                if r >= 0:
+                    offs[nv] = (r - r0) * ww + (np.int64(mcol[j]) - c0)
+                    xs[nv] = x0 + j
+                    nv += 1
+            for q in range(n):
+                k, sq = ks[q], sf[q * plane : (q + 1) * plane]
+                if first:
+                    for i in range(nv):
+                        v = sq[offs[i]]
+                        buf[xs[i], k] = fl if has and v == snd else v
                 else:
-                    for q in range(n):
-                        k = ks[q]
-                        if b[k] != fl:
+                    for i in range(nv):
+                        if buf[xs[i], k] != fl:
                             continue
-                        v = sf[q * plane + off]
+                        v = sq[offs[i]]
                         if not (has and v == snd):
-                            b[k] = v
+                            buf[xs[i], k] = v
         base = y * w * sx + band * nt + t0
         cy = clear[t0 : t0 + nk, y]
         for x in range(w):
