@@ -12,7 +12,7 @@ UV := $(PY) -m uv
 $(BIN)/gmrun: pyproject.toml
 	$(PY) -m pip install --quiet uv
 	$(UV) venv --allow-existing --python $(PY) $(VENV)
-	$(UV) pip install --quiet --python $(BIN)/python -e '.[test]'
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[test]'
 	touch $@
 
 install: $(BIN)/gmrun
@@ -38,7 +38,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_algos.py
 
 bench-tile: install  # long (~25 min the first time, ~11 GB of RAM at its peak: odc-algo's reduce): see docs/performance.md
-	$(UV) pip install --quiet --python $(BIN)/python -e '.[test,bench]'
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[test,bench]'
 	$(BIN)/python benchmarks/bench_tile.py
 
 clean:
