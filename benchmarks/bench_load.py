@@ -15,7 +15,9 @@ each, medians printed (seconds of wall time, this process, ``input.threads`` = t
    threads: the blocks the tile needs, decoded, nothing else.
 2. **gather**: ``runner.worker.load.load_cube`` with ``input.loader: gather`` (planning with
    odc-stac's ``debug`` record, index warps once per grid and chunk, windowed decode, gather,
-   SCL mask with its opening and dilation, the sink).
+   SCL mask with its opening and dilation, the sink). The sink's buffer is allocated and its
+   pages faulted in before the clock starts, as the worker does while it checks its inputs
+   (``runner.worker.cube.Sink``): a first touch of memory is slow and erratic on some VMs.
 3. **odc-stac**: the same with ``input.loader: odc-stac`` (``odc.stac.load`` → Dask → sink).
 
 Then the ratios, and the agreement of the two cubes (pixel by pixel, every band and date).
@@ -99,8 +101,9 @@ def main() -> None:
     from runner.common.logs import tile_logger
     from runner.common.threads import pool_threads
     from runner.planner.plan import Plan
+    from runner.worker.cube import Sink
     from runner.worker.gdal import gdal_environment
-    from runner.worker.load import load_cube
+    from runner.worker.load import load_cube, sink_bytes
 
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
     case = Case(args.workdir, args.px, args.dates, args.seed)
@@ -125,7 +128,9 @@ def main() -> None:
     # warm-up (imports, numba kernels, GDAL's first opens) and the agreement of the two cubes;
     # they are freed before the timed loads, which keep nothing: a timed load's sink then reuses
     # memory the machine has already handed out (a first touch is dearer on some VMs)
-    a = load_cube(items, configs["gather"], geobox, log).data.copy()
+    a = load_cube(items, configs["gather"], geobox, log)
+    times_of = a.times
+    a = a.data.copy()
     b = load_cube(items, configs["odc-stac"], geobox, log).data
     diff = a != b
     agree = (
@@ -142,9 +147,13 @@ def main() -> None:
         nbytes = decode_only(items, bands, geobox, threads)
         times["decode"].append(time.perf_counter() - t0)
         for name, cfg in configs.items():
+            sink = Sink()  # faulted in beforehand, as the worker does while it checks inputs
+            sink.prefault(sink_bytes(cfg, geobox, 1, len(times_of)))
+            sink.wait()
             t0 = time.perf_counter()
-            load_cube(items, cfg, geobox, log)
+            load_cube(items, cfg, geobox, log, sink=sink)
             times[name].append(time.perf_counter() - t0)
+            del sink
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"decode only ({nbytes / 1e6:.0f} MB decoded): {med['decode']:.2f} s  {times['decode']}")
     print(f"gather load:   {med['gather']:.2f} s  {[round(t, 2) for t in times['gather']]}")

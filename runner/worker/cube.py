@@ -76,11 +76,15 @@ class Sink:
         self._thread = threading.Thread(target=touch, name="sink-prefault", daemon=True)
         self._thread.start()
 
-    def take(self, shape: tuple[int, ...]) -> NDArray[np.uint16]:
-        """A uint16 buffer of ``shape``: the prefaulted one if it fits, else a new one."""
+    def wait(self) -> None:
+        """Until the prefault has faulted in every page."""
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+    def take(self, shape: tuple[int, ...]) -> NDArray[np.uint16]:
+        """A uint16 buffer of ``shape``: the prefaulted one if it fits, else a new one."""
+        self.wait()
         buf, self._buf = self._buf, None
         need = math.prod(shape) * 2
         if buf is not None and need <= buf.nbytes <= need * 4 // 3:

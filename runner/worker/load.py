@@ -347,11 +347,13 @@ def load_cube(
     log: TileLog,
     heartbeat: Heartbeat | None = None,
     skip_bad_inputs: bool = False,
+    sink: Sink | None = None,
 ) -> Cube:
     """The whole tile's cube in one array (a :class:`TileLoader` of one band), for tools and
-    benchmarks; the worker itself iterates the loader's bands."""
+    benchmarks (``sink``: a buffer taken beforehand, as the worker takes it while it checks
+    its inputs); the worker itself iterates the loader's bands."""
     loader = TileLoader(
-        items, config, geobox, log, heartbeat=heartbeat, skip_bad_inputs=skip_bad_inputs
+        items, config, geobox, log, heartbeat=heartbeat, skip_bad_inputs=skip_bad_inputs, sink=sink
     )
     cube: Cube | None = None
     for band_cube, _band in loader.bands():

@@ -54,6 +54,20 @@ class SourceGrid:
         t = rdr.transform
         return cls(rdr.crs.to_wkt(), (t.a, t.b, t.c, t.d, t.e, t.f), (rdr.height, rdr.width))
 
+    @classmethod
+    def of_geobox(cls, geobox: GeoBox) -> SourceGrid:
+        """The grid a source's metadata declares (odc-stac's ``RasterSource.geobox``, from its
+        item's ``proj:`` fields), keyed as :meth:`of` keys the opened raster: equal to it when
+        the header agrees with the item (which the input checks ask of every asset)."""
+        from rasterio.crs import CRS as RioCRS
+
+        if geobox.crs is None:
+            raise GatherUnsupported("a source without a CRS")
+        epsg = geobox.crs.epsg
+        crs = RioCRS.from_epsg(epsg) if epsg else RioCRS.from_wkt(geobox.crs.to_wkt())
+        t, (h, w) = geobox.transform, geobox.shape.yx
+        return cls(crs.to_wkt(), (t.a, t.b, t.c, t.d, t.e, t.f), (h, w))
+
     def geobox(self) -> GeoBox:
         """As odc-loader's ``rio_geobox`` makes it (shape, transform, CRS)."""
         from affine import Affine

@@ -100,6 +100,7 @@ def gather_write(
     sx = nb * nt
     nd, fl = np.uint16(nodata), np.uint16(fill)
     buf = np.empty((w, nk), np.uint16)
+    cb = np.empty((w, nk), np.uint8)
     offs = np.empty(w, np.int64)  # a row's source offsets, per part
     xs = np.empty(w, np.int64)  # and their columns
     n_parts = parts.shape[0]
@@ -140,8 +141,11 @@ def gather_write(
                         if not (has and v == snd):
                             buf[xs[i], k] = v
         base = y * w * sx + band * nt + t0
-        cy = clear[t0 : t0 + nk, y]
+        for k in range(nk):  # the row's clear bits, unpacked to (x, date)
+            cyk = clear[t0 + k, y]
+            for x in range(w):
+                cb[x, k] = (cyk[x >> 3] >> (x & 7)) & 1
         for x in range(w):
-            o, b, xb, bit = vf[base + x * sx : base + x * sx + nk], buf[x], x >> 3, x & 7
+            o, b, c = vf[base + x * sx : base + x * sx + nk], buf[x], cb[x]
             for k in range(nk):
-                o[k] = b[k] if (cy[k, xb] >> bit) & 1 else nd
+                o[k] = b[k] if c[k] else nd

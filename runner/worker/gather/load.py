@@ -37,7 +37,7 @@ from odc.geo.geobox import GeoBox
 from runner.common.config import RunConfig
 from runner.common.heap import give_back_freed
 from runner.planner.sizing import LOAD_WINDOWS_BYTES, MIN_RUN_DATES
-from runner.worker.gather.grid_map import ChunkMap, GatherUnsupported, GridMaps
+from runner.worker.gather.grid_map import ChunkMap, GatherUnsupported, GridMaps, SourceGrid
 from runner.worker.gather.kernels import P_COLS, gather_fuse, gather_write
 from runner.worker.gather.sources import BandPlan, RowParts, Source, open_sources
 
@@ -151,7 +151,9 @@ class GatherRows:
     """Rows ``[r0, r1)`` of a :class:`GatherStack`: a Dask graph whose tasks load them into the
     sink's view (rows, x, band, time), run by the worker's single-process threaded scheduler.
 
-    Tasks: one per date (the SCL gathered with the mask's halo → the clear mask), one per band
+    Tasks: one per (granule grid, chunk) the rows need (GDAL's choice of source pixel, side by
+    side before anything reads), one per date (the SCL gathered with the mask's halo → the clear
+    mask), one per band
     (after every mask: its sources decoded, gathered, masked and written into the view, a run
     of dates at a time). A run holds a thread's share of
     :data:`~runner.planner.sizing.LOAD_WINDOWS_BYTES` of decoded windows, but never fewer than
@@ -262,12 +264,38 @@ class GatherRows:
         st.maps.forget_rows(max(0, self.r0 - ch) // ch)
         clear = np.empty((nt, self.r1 - self.r0, -(-nx // 8)), np.uint8)  # bits: see _clear
         name = f"gather-{id(self):x}-{self.r0}"
-        dsk: dict[Any, Any] = {(f"{name}-clear", t): (self._clear, t, clear) for t in range(nt)}
-        deps = list(dsk)
+        maps = self._expected_maps()
+        dsk: dict[Any, Any] = {
+            (f"{name}-map", i): (st.maps.get, *key) for i, key in enumerate(maps)
+        }
+        first = list(dsk)
+        for t in range(nt):
+            dsk[(f"{name}-clear", t)] = (_after, self._clear, (t, clear), first)
+        masks = [(f"{name}-clear", t) for t in range(nt)]
         keys = [(f"{name}-band", bi) for bi in range(nb)]
         for key, bi in zip(keys, range(nb), strict=True):
-            dsk[key] = (_after, self._band, (bi, clear, view), deps)
+            dsk[key] = (_after, self._band, (bi, clear, view), masks)
         return dsk, keys
+
+    def _expected_maps(self) -> list[tuple[SourceGrid, int, int]]:
+        """The (grid, chunk) maps the rows will ask for, as the sources' metadata declares their
+        grids: computed first, as tasks side by side (else the first tasks to need a grid's
+        maps compute them one after another, the other threads waiting). A source whose header
+        disagrees is mapped when it is read, as before."""
+        st, ch = self.stack, self.stack.chunk
+        a, b = self.mask_parts.a, self.mask_parts.b
+        wanted: dict[tuple[SourceGrid, int, int], None] = {}
+        for feed in st.feeds:
+            for item, chunks in feed:
+                grids = {
+                    SourceGrid.of_geobox(src.geobox)
+                    for src in st.srcs[item].values()
+                    if getattr(src, "geobox", None) is not None and src.geobox.crs is not None
+                }
+                for iy, ix in chunks:
+                    if iy * ch < b and (iy + 1) * ch > a:
+                        wanted.update(((g, iy, ix), None) for g in grids)
+        return list(wanted)
 
     def store(self, view: NDArray[np.uint16], on_task: Callable[[], None] | None = None) -> None:
         """Compute :meth:`graph` with Dask's threaded scheduler on the stack's threads (a single
