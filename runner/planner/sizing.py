@@ -96,13 +96,8 @@ def estimate_memory(
     threads: int = 2,
 ) -> int:
     """Peak bytes of a worker computing the whole tile at once: the cube, what the load holds
-    beside it, the result and the fixed overhead."""
-    return (
-        cube_bytes(ny, nx, n_bands, n_obs)
-        + load_bytes(ny, nx, n_obs, threads)
-        + results_bytes(ny, nx, n_bands, reducer)
-        + overhead_mib * MIB
-    )
+    beside it, the result and the fixed overhead (:func:`band_memory` of one band)."""
+    return band_memory(ny, ny, nx, n_bands, n_obs, overhead_mib, reducer, threads)
 
 
 def band_height(ny: int, n: int, chunk: int | None = None) -> int:
