@@ -53,7 +53,8 @@ class Sink:
     :meth:`prefault` allocates it for the plan's expected size and writes one byte a page in a
     thread of its own, while the worker imports and checks its inputs (an idle core then: the
     page faults of a cube are seconds of kernel time, 1.3 s for 864 MB on the benchmark VM, and
-    a pod short of memory fails in the first seconds rather than after its load). :meth:`take`
+    a pod short of memory fails in the first seconds rather than after its load; a worker with
+    a budget of one thread faults them in first, in its own thread). :meth:`take`
     gives it the load's real shape — the plan's estimate of the observations can differ from
     the items' once grouped — when that needs at most its bytes and not a quarter fewer; else a
     buffer of its own (and the early one is freed)."""
@@ -62,8 +63,9 @@ class Sink:
         self._buf: NDArray[np.uint8] | None = None
         self._thread: threading.Thread | None = None
 
-    def prefault(self, nbytes: int) -> None:
-        """Allocate ``nbytes`` and fault its pages in, in the background."""
+    def prefault(self, nbytes: int, background: bool = True) -> None:
+        """Allocate ``nbytes`` and fault its pages in: in the background, or now where the
+        worker's CPU budget is one thread (a second busy thread would overrun it)."""
 
         def touch() -> None:
             try:
@@ -73,6 +75,9 @@ class Sink:
             except MemoryError:  # the load's own allocation will say so, where it belongs
                 self._buf = None
 
+        if not background:
+            touch()
+            return
         self._thread = threading.Thread(target=touch, name="sink-prefault", daemon=True)
         self._thread.start()
 

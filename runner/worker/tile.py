@@ -26,6 +26,7 @@ from runner import __version__
 from runner.common.errors import EmptyTileError
 from runner.common.logs import TileLog, tile_logger
 from runner.common.progress import Heartbeat, StageProgress
+from runner.common.threads import pool_threads
 from runner.planner.grid import TileId
 from runner.planner.plan import Plan
 from runner.planner.sizing import choose_row_bands
@@ -125,7 +126,7 @@ def run_tile(
     # each asset's header against its item (CRS, shape, transform, dtype): before any pixel too
     sink = Sink()  # the cube's memory taken, its pages faulted in, while the inputs are checked
     if nbytes := sink_bytes(config, geobox, bands_choice, tp.n_obs):
-        sink.prefault(nbytes)
+        sink.prefault(nbytes, background=pool_threads(config.input.threads) > 1)
     deadline.stage = "check"
     signer = signer_for(config.input.signing, config.input.sas_token_url)
     with timed(timings, "check"):
