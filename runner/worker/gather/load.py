@@ -25,6 +25,7 @@ frame, so :func:`runner.worker.assets.asset_in_error` finds it as it finds odc-s
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -169,6 +170,7 @@ class GatherRows:
         self.parts = stack.row_parts(r0, r1)  #: the bands' parts
         self._flat: dict[tuple[int, ...], FlatMaps] = {}  #: chunk maps laid flat, per set
         self.mask_parts = stack.row_parts(max(0, r0 - h), min(ny, r1 + h))  #: the SCL's (halo)
+        self._scratch = threading.local()  #: each thread's stacks buffer, see :meth:`_stacks`
 
     def _clear(self, t: int, clear: NDArray[np.uint8]) -> None:
         """The clear mask of date ``t`` over the rows (SCL gathered with the mask's halo) into
@@ -226,7 +228,7 @@ class GatherRows:
             keyed[key] for key in sorted(keyed, key=lambda g: int(g[0]))
         ]  # first layers first
         sizes = [len(m) * m[0][1].shape[0] * m[0][1].shape[1] for m in groups]
-        stacks = np.empty(sum(sizes), np.uint16)
+        stacks = self._stacks(sum(sizes))
         for members, start in zip(groups, np.cumsum([0, *sizes[:-1]]), strict=True):
             _decode(members, stacks, int(start))  # a frame of its own: the failing source in it
         maps = self._maps({id(p.map): p.map for m in groups for p in m[0][1].parts})
@@ -244,6 +246,18 @@ class GatherRows:
             stacks,
             np.asarray([k for m in groups for k, _, _ in m], np.int64),
         )
+
+    def _stacks(self, n: int) -> NDArray[np.uint16]:
+        """``n`` uint16 values of this thread's buffer for decoded windows, kept from run to run
+        and band to band of the rows (grown when a run needs more; freed with the rows). A
+        buffer of 100 MB or so taken afresh each run is mapped afresh and its pages faulted in
+        again as the decode writes them: on the 2400 px benchmark tile that was 2.6 GB of page
+        faults a load."""
+        buf: NDArray[np.uint16] | None = getattr(self._scratch, "buf", None)
+        if buf is None or buf.size < n:
+            self._scratch.buf = buf = None  # the old one freed before the new one is taken
+            buf = self._scratch.buf = np.empty(n, np.uint16)
+        return buf[:n]
 
     def _maps(self, maps: dict[int, ChunkMap]) -> FlatMaps:
         """The chunk maps ``maps`` (by id) laid end to end, once per set for the row band."""
@@ -310,8 +324,11 @@ class GatherRows:
                 if on_task is not None:
                     on_task()
 
-        with _Tick():
-            dask.threaded.get(dsk, keys, num_workers=self.stack.threads)
+        try:
+            with _Tick():
+                dask.threaded.get(dsk, keys, num_workers=self.stack.threads)
+        finally:
+            self._scratch = threading.local()  # the threads' stacks buffers, freed
 
 
 def _parts_table(
