@@ -187,7 +187,7 @@ class TileLoader:
             if nt == 0:
                 raise EmptyTileError("no observations were loaded")
             chunk = stack.chunks[0][0]
-            rows = self.band_rows(ny, nx, nb, nt, chunk)
+            rows = row_band_rows(self.row_bands, ny, nx, nb, nt, chunk)
             height = max(r1 - r0 for r0, r1 in rows)
             buf = self.sink.take((height, nx, nb, nt))
             stats.row_bands, stats.band_rows, stats.cube_bytes = len(rows), height, int(buf.nbytes)
@@ -233,10 +233,6 @@ class TileLoader:
             # the failure's traceback holds a view of the buffer: free both before a restart
             del buf, failure
             stats.restarts += 1
-
-    def band_rows(self, ny: int, nx: int, nb: int, nt: int, chunk: int) -> list[tuple[int, int]]:
-        """The row bands ``[(r0, r1), ...]`` of a (ny, nx, nb, nt) tile with chunks of ``chunk``."""
-        return row_band_rows(self.row_bands, ny, nx, nb, nt, chunk)
 
     def _recover(self, failure: Exception, known: list[str], transient: set[str]) -> None:
         """After a failed band: return to load again (a transient fault, or the asset's item
